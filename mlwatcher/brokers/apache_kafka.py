@@ -1,0 +1,219 @@
+"""A single-node Apache Kafka 4.x (KRaft, broker + controller) on loopback.
+
+The broker runs from the Maven Central jars fetched by :mod:`.kafka_jars`; Java 17+ is
+required. Settings favour a fast, disposable test node: replication factor 1 for all
+internal topics, no initial rebalance delay, no topic auto-creation, a small heap and
+JVM flags that cut startup time.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from mlwatcher.brokers._process import BrokerError, ManagedBroker, free_port, log_tail
+from mlwatcher.brokers.kafka_jars import ensure_kafka_jars, kafka_version
+
+# Measured on a 2-core machine (see docs/brokers.md): SerialGC and the C1-only JIT start
+# the broker faster than the default G1 + tiered C2, and a test node never runs long
+# enough for C2 to pay off.
+DEFAULT_JVM_OPTIONS: tuple[str, ...] = (
+    "-Xms128m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:-UsePerfData",
+    "-Xshare:auto",
+    "-Djava.awt.headless=true",
+)
+
+_NODE_ID = 1
+
+_LOG4J2_CONFIG = """\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log_file}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.file.ref = FILE
+"""
+
+FAST_TEST_SETTINGS: Mapping[str, str] = {
+    "offsets.topic.replication.factor": "1",
+    # Fewer offset partitions: creating 50 on a cold node costs a visible second.
+    "offsets.topic.num.partitions": "4",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "transaction.state.log.num.partitions": "4",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "auto.create.topics.enable": "false",
+    "num.partitions": "1",
+    "default.replication.factor": "1",
+    "min.insync.replicas": "1",
+    "log.flush.interval.messages": "9223372036854775807",
+    # The broker otherwise waits for log segment deletion etc. at shutdown.
+    "controlled.shutdown.enable": "true",
+}
+
+
+def _new_cluster_id() -> str:
+    # Kafka's Uuid text form: URL-safe base64 of 16 bytes without padding; Kafka itself
+    # avoids a leading '-' because command lines would read it as an option.
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise BrokerError(
+            "Java (17 or newer) is needed to run Apache Kafka and 'java' is not on PATH "
+            "(nor in $JAVA_HOME); install a JDK, or use TansuBroker"
+        )
+    return found
+
+
+class ApacheKafkaBroker(ManagedBroker):
+    """Single-node Apache Kafka in KRaft combined mode.
+
+    Args:
+        version: Kafka version (default ``$MLWATCHER_KAFKA_VERSION`` or 4.1.2).
+        log_dir: Kafka data directory. ``None`` uses a temporary one removed by
+            ``close()``; a given directory is kept, formatted only on first use, so a new
+            broker object (or ``restart()``) finds the same topics and messages.
+        port: client port (a free one by default); the controller gets its own port.
+        extra_settings: server.properties entries overriding the fast test defaults.
+        jvm_options: replaces :data:`DEFAULT_JVM_OPTIONS`.
+        log_level: log4j level of ``server.log`` in the work directory.
+    """
+
+    kind = "kafka"
+
+    def __init__(
+        self,
+        *,
+        version: str | None = None,
+        log_dir: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        controller_port: int | None = None,
+        extra_settings: Mapping[str, str] | None = None,
+        jvm_options: Sequence[str] | None = None,
+        log_level: str = "INFO",
+        startup_timeout: float = 90.0,
+        die_with_parent: bool = True,
+    ) -> None:
+        super().__init__(
+            port=port, startup_timeout=startup_timeout, die_with_parent=die_with_parent
+        )
+        self.version = version or kafka_version()
+        self.controller_port = controller_port or free_port(self.host)
+        self._owns_log_dir = log_dir is None
+        self.log_dir = (
+            Path(tempfile.mkdtemp(prefix="mlwatcher-kafka-data-"))
+            if log_dir is None
+            else Path(log_dir).expanduser().resolve()
+        )
+        self.extra_settings = dict(extra_settings or {})
+        self.jvm_options = tuple(jvm_options) if jvm_options is not None else DEFAULT_JVM_OPTIONS
+        self.log_level = log_level
+        self._libs: Path | None = None
+
+    @property
+    def log_file(self) -> Path:
+        return self.work_dir / "server.log"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.work_dir / "server.properties"
+
+    def settings(self) -> dict[str, str]:
+        """The server.properties this broker runs with."""
+        listener = f"PLAINTEXT://{self.host}:{self.port}"
+        controller = f"CONTROLLER://{self.host}:{self.controller_port}"
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": str(_NODE_ID),
+            "controller.quorum.voters": f"{_NODE_ID}@{self.host}:{self.controller_port}",
+            "listeners": f"{listener},{controller}",
+            "advertised.listeners": listener,
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.log_dir),
+            **FAST_TEST_SETTINGS,
+        }
+        settings.update(self.extra_settings)
+        return settings
+
+    def fetch(self) -> Path:
+        """Make sure the jars are cached (downloading with Maven if not); return their dir."""
+        if self._libs is None:
+            self._libs = ensure_kafka_jars(self.version)
+        return self._libs
+
+    # --------------------------------------------------------------------- hooks
+    def _prepare(self) -> None:
+        self.fetch()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.properties_file.write_text(
+            "".join(f"{key}={value}\n" for key, value in self.settings().items())
+        )
+        log4j = self.work_dir / "log4j2.properties"
+        log4j.write_text(_LOG4J2_CONFIG.format(log_file=self.log_file, level=self.log_level))
+        if not (self.log_dir / "meta.properties").is_file():
+            self._format_storage()
+
+    def _java_command(self, main_class: str, *args: str) -> list[str]:
+        assert self._libs is not None
+        return [
+            _java(),
+            *self.jvm_options,
+            f"-Dlog4j2.configurationFile={self.work_dir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.work_dir}",
+            "-cp",
+            f"{self._libs}/*",
+            main_class,
+            *args,
+        ]
+
+    def _format_storage(self) -> None:
+        command = self._java_command(
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            _new_cluster_id(),
+            "--config",
+            str(self.properties_file),
+        )
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, check=False, cwd=self.work_dir
+        )
+        if result.returncode != 0:
+            raise BrokerError(
+                f"formatting the Kafka log dir {self.log_dir} failed (exit code "
+                f"{result.returncode}):\n{(result.stdout + result.stderr).strip()[-3000:]}\n"
+                f"server.log tail:\n{log_tail(self.log_file)}"
+            )
+
+    def _command(self) -> Sequence[str]:
+        return self._java_command("kafka.Kafka", str(self.properties_file))
+
+    def _remove_temporary_files(self) -> None:
+        super()._remove_temporary_files()
+        if self._owns_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
