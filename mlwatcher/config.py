@@ -1,0 +1,111 @@
+"""Configuration shared by every ``mlwatcher`` command.
+
+Precedence, lowest first: built-in defaults < config file (TOML) < environment variables
+(``MLWATCHER_*``) < command-line flags. The config file's top-level keys apply to every command;
+a table named after a command (``[worker]``, ``[sink.parquet]``) applies to that command only.
+Keys are the long flag names with ``_`` for ``-`` (``bootstrap_servers``, ``metrics_topic``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
+DEFAULT_PREDICTIONS_TOPIC = "mlwatcher.predictions"
+DEFAULT_METRICS_TOPIC = "mlwatcher.metrics"
+DEFAULT_DEAD_LETTER_TOPIC = "mlwatcher.dead-letter"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_kafka_options(pairs: Iterable[str]) -> dict[str, str]:
+    """``-X sasl.mechanism=PLAIN`` style librdkafka options into a dict."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE (a librdkafka option), got {pair!r}")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def kafka_options(func: F) -> F:
+    """Flags every Kafka-facing command shares."""
+    options = [
+        click.option(
+            "--bootstrap-servers",
+            "-b",
+            envvar="MLWATCHER_BOOTSTRAP_SERVERS",
+            default=DEFAULT_BOOTSTRAP_SERVERS,
+            show_default=True,
+            help="Kafka bootstrap servers [env MLWATCHER_BOOTSTRAP_SERVERS].",
+        ),
+        click.option(
+            "--kafka-option",
+            "-X",
+            "kafka_option",
+            multiple=True,
+            envvar="MLWATCHER_KAFKA_OPTIONS",
+            help="Extra librdkafka option KEY=VALUE, repeatable (SASL/SSL...) "
+            "[env MLWATCHER_KAFKA_OPTIONS, space-separated].",
+        ),
+        click.option(
+            "--predictions-topic",
+            envvar="MLWATCHER_PREDICTIONS_TOPIC",
+            default=DEFAULT_PREDICTIONS_TOPIC,
+            show_default=True,
+            help="Topic of prediction batches [env MLWATCHER_PREDICTIONS_TOPIC].",
+        ),
+        click.option(
+            "--metrics-topic",
+            envvar="MLWATCHER_METRICS_TOPIC",
+            default=DEFAULT_METRICS_TOPIC,
+            show_default=True,
+            help="Topic of metric records [env MLWATCHER_METRICS_TOPIC].",
+        ),
+        click.option(
+            "--dead-letter-topic",
+            envvar="MLWATCHER_DEAD_LETTER_TOPIC",
+            default=DEFAULT_DEAD_LETTER_TOPIC,
+            show_default=True,
+            help="Topic for refused input, with the reason in headers "
+            "[env MLWATCHER_DEAD_LETTER_TOPIC].",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise click.BadParameter(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def default_map_for(group: click.Group, config: dict[str, Any], ctx: click.Context) -> dict:
+    """Click's nested default_map: top-level scalar keys reach every (sub)command."""
+    common = {key: value for key, value in config.items() if not isinstance(value, dict)}
+    return _defaults(group, config, common, ctx)
+
+
+def _defaults(group: click.Group, section: dict[str, Any], common: dict, ctx: click.Context) -> dict:
+    result: dict[str, Any] = dict(common)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        own = section.get(name, {}) if isinstance(section.get(name), dict) else {}
+        own_scalars = {k: v for k, v in own.items() if not isinstance(v, dict)}
+        if isinstance(command, click.Group):
+            result[name] = _defaults(command, own, {**common, **own_scalars}, ctx)
+        else:
+            result[name] = {**common, **own_scalars}
+    return result

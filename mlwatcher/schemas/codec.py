@@ -1,0 +1,78 @@
+"""Avro single-object encoding of MLWatcher messages.
+
+Every message is ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the writer
+schema's canonical form + the Avro binary body (the Avro specification's "single object
+encoding"). A reader therefore knows which schema wrote a message and refuses one it does not
+know, instead of misreading its bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+import fastavro.schema
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = len(MAGIC) + 8
+
+
+class SchemaDecodeError(ValueError):
+    """Raised for bytes that are not a message of a known MLWatcher schema."""
+
+
+@dataclass(frozen=True)
+class AvroSchema:
+    name: str
+    parsed: Any
+    fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the parsing canonical form
+
+    @property
+    def header(self) -> bytes:
+        return MAGIC + self.fingerprint
+
+
+@cache
+def load_schema(name: str) -> AvroSchema:
+    """Load ``mlwatcher/schemas/<name>.avsc`` (e.g. ``prediction_batch``)."""
+    text = resources.files(__package__).joinpath(f"{name}.avsc").read_text()
+    parsed = fastavro.parse_schema(json.loads(text))
+    canonical = fastavro.schema.to_parsing_canonical_form(parsed)
+    fingerprint = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+    return AvroSchema(name=name, parsed=parsed, fingerprint=fingerprint)
+
+
+def encode(schema: AvroSchema, record: dict[str, Any]) -> bytes:
+    """Encode ``record`` as one self-describing single-object message."""
+    buffer = io.BytesIO()
+    buffer.write(schema.header)
+    fastavro.schemaless_writer(buffer, schema.parsed, record)
+    return buffer.getvalue()
+
+
+def decode(schema: AvroSchema, message: bytes) -> dict[str, Any]:
+    """Decode a message written with ``schema``; raise SchemaDecodeError with the reason otherwise."""
+    if len(message) < HEADER_SIZE or message[:2] != MAGIC:
+        raise SchemaDecodeError(
+            f"not an Avro single-object message: expected the {MAGIC.hex()} marker and an "
+            f"8-byte schema fingerprint, got {len(message)} bytes starting {message[:10].hex()}"
+        )
+    fingerprint = message[2:HEADER_SIZE]
+    if fingerprint != schema.fingerprint:
+        raise SchemaDecodeError(
+            f"unknown schema fingerprint {fingerprint.hex()}: this reader expects "
+            f"{schema.name} with fingerprint {schema.fingerprint.hex()}"
+        )
+    try:
+        return fastavro.schemaless_reader(
+            io.BytesIO(message[HEADER_SIZE:]), schema.parsed, return_record_name=False
+        )
+    except (EOFError, StopIteration, ValueError, IndexError, OverflowError, OSError) as exc:
+        raise SchemaDecodeError(
+            f"corrupt {schema.name} message ({len(message)} bytes): {type(exc).__name__}: {exc}"
+        ) from exc

@@ -1,0 +1,217 @@
+"""Typed views of the two Avro messages: prediction batches and metric records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlwatcher.metrics import Point
+from mlwatcher.schemas.codec import SchemaDecodeError, decode, encode, load_schema
+
+_DTYPES = {"FLOAT32": np.dtype("<f4"), "FLOAT64": np.dtype("<f8")}
+_DTYPE_NAMES = {value: key for key, value in _DTYPES.items()}
+
+
+def pack_matrix(matrix: np.ndarray) -> dict[str, Any]:
+    """Pack a 2-D float32/float64 array as an Avro Matrix (row-major, little-endian)."""
+    dtype = matrix.dtype.newbyteorder("<")
+    if dtype not in _DTYPE_NAMES:
+        raise TypeError(f"matrix dtype must be float32 or float64, got {matrix.dtype}")
+    rows, cols = matrix.shape
+    data = np.ascontiguousarray(matrix, dtype=dtype).tobytes()
+    return {"rows": rows, "cols": cols, "dtype": _DTYPE_NAMES[dtype], "data": data}
+
+
+def unpack_matrix(packed: dict[str, Any], field_name: str) -> np.ndarray:
+    dtype = _DTYPES[packed["dtype"]]
+    rows, cols, data = packed["rows"], packed["cols"], packed["data"]
+    if rows < 0 or cols < 0 or len(data) != rows * cols * dtype.itemsize:
+        raise SchemaDecodeError(
+            f"{field_name}: {len(data)} data bytes do not hold a {rows}x{cols} "
+            f"{packed['dtype']} matrix ({rows * cols * dtype.itemsize} bytes expected)"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(rows, cols)
+
+
+@dataclass
+class PredictionBatch:
+    """One batch of predictions as it travels on the predictions topic."""
+
+    agent_id: str
+    batch_id: str
+    event_time_ms: int
+    window_ms: int
+    max_buffer_size: int
+    probabilities: np.ndarray  # (n_rows, n_classes) float32
+    threshold: float = 0.5
+    model_version: str = ""
+    class_names: list[str] = field(default_factory=list)
+    labels: np.ndarray | None = None  # (n_rows,) int32, -1 = no label
+    features: np.ndarray | None = None  # (n_rows, n_features) float32/float64
+    feature_names: list[str] = field(default_factory=list)
+    categorical_features: list[int] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.probabilities.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.probabilities.shape[1])
+
+    @property
+    def n_features(self) -> int:
+        return 0 if self.features is None else int(self.features.shape[1])
+
+    def to_avro(self) -> dict[str, Any]:
+        labels = None
+        if self.labels is not None:
+            labels = np.ascontiguousarray(self.labels, dtype="<i4").tobytes()
+        return {
+            "agent_id": self.agent_id,
+            "model_version": self.model_version,
+            "batch_id": self.batch_id,
+            "event_time_ms": int(self.event_time_ms),
+            "window_ms": int(self.window_ms),
+            "max_buffer_size": int(self.max_buffer_size),
+            "n_rows": self.n_rows,
+            "n_classes": self.n_classes,
+            "threshold": float(self.threshold),
+            "class_names": list(self.class_names),
+            "probabilities": pack_matrix(self.probabilities),
+            "labels": labels,
+            "features": None if self.features is None else pack_matrix(self.features),
+            "feature_names": list(self.feature_names),
+            "categorical_features": [int(i) for i in self.categorical_features],
+        }
+
+    def encode(self) -> bytes:
+        return encode(load_schema("prediction_batch"), self.to_avro())
+
+    @classmethod
+    def decode(cls, message: bytes) -> PredictionBatch:
+        """Decode and check internal consistency; SchemaDecodeError names the bad field."""
+        record = decode(load_schema("prediction_batch"), message)
+        n_rows, n_classes = record["n_rows"], record["n_classes"]
+        probabilities = unpack_matrix(record["probabilities"], "probabilities")
+        if probabilities.shape != (n_rows, n_classes):
+            raise SchemaDecodeError(
+                f"probabilities: shape {probabilities.shape} contradicts "
+                f"n_rows={n_rows}, n_classes={n_classes}"
+            )
+        labels = None
+        if record["labels"] is not None:
+            if len(record["labels"]) != 4 * n_rows:
+                raise SchemaDecodeError(
+                    f"labels: {len(record['labels'])} bytes, expected {4 * n_rows} "
+                    f"(n_rows={n_rows} int32 values)"
+                )
+            labels = np.frombuffer(record["labels"], dtype="<i4")
+        features = None
+        if record["features"] is not None:
+            features = unpack_matrix(record["features"], "features")
+            if features.shape[0] != n_rows:
+                raise SchemaDecodeError(
+                    f"features: {features.shape[0]} rows, expected n_rows={n_rows}"
+                )
+        if record["window_ms"] <= 0:
+            raise SchemaDecodeError(f"window_ms: must be > 0, got {record['window_ms']}")
+        if record["max_buffer_size"] <= 0:
+            raise SchemaDecodeError(
+                f"max_buffer_size: must be > 0, got {record['max_buffer_size']}"
+            )
+        return cls(
+            agent_id=record["agent_id"],
+            batch_id=record["batch_id"],
+            event_time_ms=_epoch_ms(record["event_time_ms"]),
+            window_ms=record["window_ms"],
+            max_buffer_size=record["max_buffer_size"],
+            probabilities=probabilities,
+            threshold=record["threshold"],
+            model_version=record["model_version"],
+            class_names=record["class_names"],
+            labels=labels,
+            features=features,
+            feature_names=record["feature_names"],
+            categorical_features=record["categorical_features"],
+        )
+
+
+@dataclass
+class MetricRecord:
+    """The metrics of one agent for one closed window, as on the metrics topic."""
+
+    agent_id: str
+    window_start_ms: int
+    window_end_ms: int
+    rows_seen: int
+    rows_sampled: int
+    points: list[Point]
+    batches: int = 0
+    model_version: str = ""
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: identical for a record re-emitted after a crash, so sinks can de-duplicate."""
+        return f"{self.agent_id}|{self.window_start_ms}".encode()
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "model_version": self.model_version,
+            "window_start_ms": int(self.window_start_ms),
+            "window_end_ms": int(self.window_end_ms),
+            "rows_seen": int(self.rows_seen),
+            "rows_sampled": int(self.rows_sampled),
+            "batches": int(self.batches),
+            "points": [
+                {
+                    "what": p.what,
+                    "target_type": p.target_type,
+                    "value": float(p.value),
+                    "class_name": p.class_name,
+                    "feat_name": p.feat_name,
+                    "stat": p.stat,
+                    "extra": dict(p.extra),
+                }
+                for p in self.points
+            ],
+        }
+
+    def encode(self) -> bytes:
+        return encode(load_schema("metric_record"), self.to_avro())
+
+    @classmethod
+    def decode(cls, message: bytes) -> MetricRecord:
+        record = decode(load_schema("metric_record"), message)
+        points = [
+            Point(
+                what=p["what"],
+                target_type=p["target_type"],
+                value=p["value"],
+                class_name=p["class_name"],
+                feat_name=p["feat_name"],
+                stat=p["stat"],
+                extra=p["extra"],
+            )
+            for p in record["points"]
+        ]
+        return cls(
+            agent_id=record["agent_id"],
+            model_version=record["model_version"],
+            window_start_ms=_epoch_ms(record["window_start_ms"]),
+            window_end_ms=_epoch_ms(record["window_end_ms"]),
+            rows_seen=record["rows_seen"],
+            rows_sampled=record["rows_sampled"],
+            batches=record["batches"],
+            points=points,
+        )
+
+
+def _epoch_ms(value: Any) -> int:
+    """fastavro turns timestamp-millis into datetimes when reading; we keep epoch ms."""
+    if isinstance(value, int):
+        return value
+    return round(value.timestamp() * 1000)
