@@ -98,7 +98,9 @@ def default_map_for(group: click.Group, config: dict[str, Any], ctx: click.Conte
     return _defaults(group, config, common, ctx)
 
 
-def _defaults(group: click.Group, section: dict[str, Any], common: dict, ctx: click.Context) -> dict:
+def _defaults(
+    group: click.Group, section: dict[str, Any], common: dict, ctx: click.Context
+) -> dict:
     result: dict[str, Any] = dict(common)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)

@@ -129,7 +129,8 @@ class MonitoringAgent:
             ),
             0,
         )
-        config = {**PRODUCER_DEFAULTS, "bootstrap.servers": bootstrap_servers}
+        # librdkafka's own log lines go to this agent's logger instead of raw stderr.
+        config = {**PRODUCER_DEFAULTS, "bootstrap.servers": bootstrap_servers, "logger": self._log}
         config.update(kafka_config or {})
         config.setdefault("message.max.bytes", max(1_000_000, self.max_message_bytes + 100_000))
         self._producer = Producer(config)
@@ -196,7 +197,11 @@ class MonitoringAgent:
         """Counters since creation, plus the messages still waiting in the local queue."""
         with self._lock:
             snapshot = dict(self._stats)
-        snapshot["queued"] = len(self._producer)
+        snapshot["queued"] = (
+            snapshot["messages_sent"]
+            - snapshot["messages_delivered"]
+            - snapshot["delivery_failures"]
+        )
         return snapshot
 
     def flush(self, timeout: float = 30.0) -> int:

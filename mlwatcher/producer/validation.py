@@ -44,11 +44,16 @@ def _as_numeric_2d(value: Any, argument: str) -> np.ndarray:
         raise InvalidBatchError(argument, f"cannot be read as a matrix ({exc})") from exc
     if array.dtype == bool:
         array = array.astype(np.int8)
-    if not (np.issubdtype(array.dtype, np.number)) or np.issubdtype(array.dtype, np.complexfloating):
-        raise InvalidBatchError(argument, f"must be numeric (int or float), got dtype {array.dtype}")
+    if not (np.issubdtype(array.dtype, np.number)) or np.issubdtype(
+        array.dtype, np.complexfloating
+    ):
+        raise InvalidBatchError(
+            argument, f"must be numeric (int or float), got dtype {array.dtype}"
+        )
     if array.ndim != 2:
         raise InvalidBatchError(
-            argument, f"must be a 2-D matrix (rows x columns), got {array.ndim}-D shape {array.shape}"
+            argument,
+            f"must be a 2-D matrix (rows x columns), got {array.ndim}-D shape {array.shape}",
         )
     if array.shape[0] == 0:
         raise InvalidBatchError(argument, "is empty: a batch needs at least one row")
@@ -99,7 +104,9 @@ def check_labels(value: Any, n_rows: int, n_classes: int) -> np.ndarray:
     if array.dtype == bool:
         array = array.astype(np.int8)
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise InvalidBatchError(argument, f"must hold integer class indices, got dtype {array.dtype}")
+        raise InvalidBatchError(
+            argument, f"must hold integer class indices, got dtype {array.dtype}"
+        )
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim == 2:
@@ -137,9 +144,7 @@ def check_labels(value: Any, n_rows: int, n_classes: int) -> np.ndarray:
     return array.astype(np.int32)
 
 
-def check_features(
-    value: Any, n_rows: int
-) -> tuple[np.ndarray, list[str] | None, list[int]]:
+def check_features(value: Any, n_rows: int) -> tuple[np.ndarray, list[str] | None, list[int]]:
     """Features may hold NaN/inf: missing values are a monitored metric, not an error."""
     argument = "input_matrix"
     names: list[str] | None = None

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwatcher.metrics import Point
+from mlwatcher.metrics.points import Point
 from mlwatcher.schemas.codec import SchemaDecodeError, decode, encode, load_schema
 
 _DTYPES = {"FLOAT32": np.dtype("<f4"), "FLOAT64": np.dtype("<f8")}

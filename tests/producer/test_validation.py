@@ -15,7 +15,10 @@ UNREACHABLE = "127.0.0.1:9"
 @pytest.fixture
 def agent() -> MonitoringAgent:
     agent = MonitoringAgent(
-        frequency=1, max_buffer_size=100, n_classes=3, agent_id="validation",
+        frequency=1,
+        max_buffer_size=100,
+        n_classes=3,
+        agent_id="validation",
         bootstrap_servers=UNREACHABLE,
     )
     yield agent

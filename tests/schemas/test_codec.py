@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlwatcher.metrics import Point
+from mlwatcher.metrics.points import Point
 from mlwatcher.schemas import MetricRecord, PredictionBatch, SchemaDecodeError, load_schema
 
 
@@ -34,15 +34,28 @@ def test_prediction_batch_round_trip_is_exact() -> None:
     np.testing.assert_array_equal(decoded.labels, batch.labels)
     assert decoded.features.dtype == np.float64
     np.testing.assert_array_equal(decoded.features, batch.features)
-    for name in ("agent_id", "batch_id", "event_time_ms", "window_ms", "threshold",
-                 "feature_names", "categorical_features", "class_names", "model_version"):
+    for name in (
+        "agent_id",
+        "batch_id",
+        "event_time_ms",
+        "window_ms",
+        "threshold",
+        "feature_names",
+        "categorical_features",
+        "class_names",
+        "model_version",
+    ):
         assert getattr(decoded, name) == getattr(batch, name), name
 
 
 def test_metric_record_round_trip() -> None:
     record = MetricRecord(
-        agent_id="a", window_start_ms=60_000, window_end_ms=120_000, rows_seen=10,
-        rows_sampled=5, batches=2,
+        agent_id="a",
+        window_start_ms=60_000,
+        window_end_ms=120_000,
+        rows_seen=10,
+        rows_sampled=5,
+        batches=2,
         points=[
             Point("prediction_count", "counter", 3.0, class_name="class_1"),
             Point("feature_value", "gauge", 0.5, feat_name="x", stat="mean"),
