@@ -1,4 +1,4 @@
-"""The ``mlwatcher`` command line. Subcommands are imported only when used, so ``--help`` is fast."""
+"""The ``mlwatcher`` command line; subcommands are imported only when used (fast ``--help``)."""
 
 from __future__ import annotations
 
