@@ -132,9 +132,10 @@ def check_labels(value: Any, n_rows: int, n_classes: int) -> np.ndarray:
         raise InvalidBatchError(
             argument, f"has {array.shape[0]} rows, predict_proba_matrix has {n_rows}"
         )
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or not (array == np.round(array)).all():
-            raise InvalidBatchError(argument, "float labels must be whole numbers (class indices)")
+    if np.issubdtype(array.dtype, np.floating) and not (
+        np.isfinite(array).all() and (array == np.round(array)).all()
+    ):
+        raise InvalidBatchError(argument, "float labels must be whole numbers (class indices)")
     if array.size and (array.min() < 0 or array.max() >= n_classes):
         raise InvalidBatchError(
             argument,

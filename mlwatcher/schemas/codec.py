@@ -56,7 +56,7 @@ def encode(schema: AvroSchema, record: dict[str, Any]) -> bytes:
 
 
 def decode(schema: AvroSchema, message: bytes) -> dict[str, Any]:
-    """Decode a message written with ``schema``; raise SchemaDecodeError with the reason otherwise."""
+    """Decode a message written with ``schema``; SchemaDecodeError says why it cannot."""
     if len(message) < HEADER_SIZE or message[:2] != MAGIC:
         raise SchemaDecodeError(
             f"not an Avro single-object message: expected the {MAGIC.hex()} marker and an "
