@@ -1,0 +1,16 @@
+"""Kafka-free metric engine: window state (exact counters + reservoir), metrics and drift."""
+
+from mlwatcher.metrics.compute import compute_metrics
+from mlwatcher.metrics.inputs import MetricInputError
+from mlwatcher.metrics.points import Point
+from mlwatcher.metrics.reference import ReferenceProfile
+from mlwatcher.metrics.state import StateDelta, WindowState
+
+__all__ = [
+    "MetricInputError",
+    "Point",
+    "ReferenceProfile",
+    "StateDelta",
+    "WindowState",
+    "compute_metrics",
+]

@@ -1,0 +1,291 @@
+"""Turn a window's exact counters and reservoir sample into metric points."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mlwatcher.metrics import drift
+from mlwatcher.metrics.counters import ExactCounters
+from mlwatcher.metrics.inputs import (
+    MetricInputError,
+    as_features,
+    as_probabilities,
+    categorical_indices,
+    normalise_labels,
+    predicted_classes,
+)
+from mlwatcher.metrics.points import COUNTER, GAUGE, Point
+from mlwatcher.metrics.reference import ReferenceProfile
+from mlwatcher.metrics.stats import STATS, SortedSeries, column_stats, row_summaries
+
+
+class _Points:
+    """Collects points, silently dropping any value that is not finite."""
+
+    def __init__(self) -> None:
+        self.items: list[Point] = []
+
+    def add(self, what: str, target_type: str, value: float, **props: Any) -> None:
+        value = float(value)
+        if math.isfinite(value):
+            extra = props.pop("extra", None) or {}
+            self.items.append(Point(what, target_type, value, extra=extra, **props))
+
+
+def _names(given: Sequence[str] | None, count: int, prefix: str, field: str) -> list[str]:
+    if given is None:
+        return [f"{prefix}_{i}" for i in range(count)]
+    names = [str(n) for n in given]
+    if len(names) != count:
+        raise MetricInputError(f"{field}: expected {count} names, got {len(names)}")
+    return names
+
+
+def category_label(value: float) -> str:
+    """How a categorical value is written as a property: integers without a decimal point."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Elementwise num / den with 0 where den == 0 (scikit-learn's zero_division=0)."""
+    return np.divide(num, den, out=np.zeros(num.shape), where=den != 0)
+
+
+def _label_points(out: _Points, counters: ExactCounters, classes: list[str]) -> None:
+    confusion = counters.confusion.astype(np.float64)
+    total = confusion.sum()
+    out.add("labelled_rows", COUNTER, total)
+    if total == 0:
+        return
+    tp = np.diag(confusion)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    fp, fn = predicted - tp, support - tp
+    tn = total - tp - fp - fn
+    per_class = {
+        "accuracy": (tp + tn) / total,
+        "precision": _divide(tp, tp + fp),
+        "recall": _divide(tp, tp + fn),
+        "f1": _divide(2 * tp, 2 * tp + fp + fn),
+    }
+    for i, name in enumerate(classes):
+        out.add("label_count", COUNTER, support[i], class_name=name)
+        out.add("label_freq", GAUGE, support[i] / total, class_name=name)
+        for what, values in per_class.items():
+            out.add(what, GAUGE, values[i], class_name=name)
+        for j, pred_name in enumerate(classes):
+            out.add(
+                "confusion_count",
+                COUNTER,
+                confusion[i, j],
+                class_name=name,
+                extra={"pred_class": pred_name},
+            )
+    out.add("overall_accuracy", GAUGE, tp.sum() / total)
+    micro_p = tp.sum() / (tp.sum() + fp.sum()) if (tp.sum() + fp.sum()) else 0.0
+    micro_r = tp.sum() / (tp.sum() + fn.sum()) if (tp.sum() + fn.sum()) else 0.0
+    micro_f = 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum())
+    micro = {"precision": micro_p, "recall": micro_r, "f1": micro_f}
+    for what in ("precision", "recall", "f1"):
+        values = per_class[what]
+        out.add(what, GAUGE, values.mean(), extra={"average": "macro"})
+        out.add(what, GAUGE, micro[what], extra={"average": "micro"})
+        out.add(what, GAUGE, np.dot(values, support) / total, extra={"average": "weighted"})
+    out.add("log_loss", GAUGE, counters.log_loss_sum / total)
+
+
+def _stat_points(
+    out: _Points, what: str, stats: dict[str, np.ndarray], row: int, **props: Any
+) -> None:
+    for stat in STATS:
+        out.add(what, GAUGE, stats[stat][row], stat=stat, **props)
+
+
+def _drift_points(out: _Points, what: str, values: dict[str, float], **props: Any) -> None:
+    for stat, value in values.items():
+        out.add(what, GAUGE, value, stat=stat, **props)
+
+
+def compute_from_parts(
+    *,
+    counters: ExactCounters,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    features_t: np.ndarray,
+    threshold: float,
+    categorical: tuple[int, ...],
+    class_names: Sequence[str] | None,
+    feature_names: Sequence[str] | None,
+    reference: ReferenceProfile | None,
+) -> list[Point]:
+    """Points of one window from its exact counters and its sample (features column-major)."""
+    n_classes, n_features = counters.n_classes, counters.n_features
+    classes = _names(class_names, n_classes, "class", "class_names")
+    features = _names(feature_names, n_features, "feat", "feature_names")
+    out = _Points()
+    rows, n_sample = counters.rows_seen, probs.shape[0]
+
+    out.add("rows_seen", COUNTER, rows)
+    out.add("buffer_count", COUNTER, n_sample)
+    for i, name in enumerate(classes):
+        out.add("prediction_count", COUNTER, counters.pred_counts[i], class_name=name)
+        if rows:
+            out.add("prediction_freq", GAUGE, counters.pred_counts[i] / rows, class_name=name)
+
+    summaries: dict[str, np.ndarray] = {}
+    if n_sample:
+        summaries = row_summaries(probs)
+        matrix = np.stack([summaries["pred1"], summaries["spread12"], summaries["entropy"]])
+        pred_stats = column_stats(matrix, SortedSeries.of(matrix))
+        for row, what in enumerate(
+            ("max_prediction_proba", "spread12_prediction_proba", "prediction_entropy")
+        ):
+            _stat_points(out, what, pred_stats, row)
+
+    numeric = [j for j in range(n_features) if j not in categorical]
+    sorted_features: SortedSeries | None = None
+    if n_features:
+        out.add("rows_without_features", COUNTER, counters.rows_without_features)
+        for j, name in enumerate(features):
+            out.add("missing_value_count", COUNTER, counters.nan_counts[j], feat_name=name)
+            out.add("infinite_value_count", COUNTER, counters.inf_counts[j], feat_name=name)
+        if n_sample and numeric:
+            numeric_matrix = features_t if len(numeric) == n_features else features_t[numeric]
+            sorted_features = SortedSeries.of(numeric_matrix)
+            feat_stats = column_stats(numeric_matrix, sorted_features)
+            for row, j in enumerate(numeric):
+                _stat_points(out, "feature_value", feat_stats, row, feat_name=features[j])
+        for j in categorical:
+            values, counts = counters.category_counts(j)
+            total = counts.sum()
+            for value, count in zip(values, counts, strict=True):
+                extra = {"value": category_label(value)}
+                out.add(
+                    "categorical_value_count", COUNTER, count, feat_name=features[j], extra=extra
+                )
+                out.add(
+                    "categorical_value_freq",
+                    GAUGE,
+                    count / total,
+                    feat_name=features[j],
+                    extra=extra,
+                )
+
+    _label_points(out, counters, classes)
+
+    if reference is not None and rows:
+        _reference_drift(
+            out, reference, counters, summaries, sorted_features, numeric, categorical, features
+        )
+    return out.items
+
+
+def _reference_drift(
+    out: _Points,
+    reference: ReferenceProfile,
+    counters: ExactCounters,
+    summaries: dict[str, np.ndarray],
+    sorted_features: SortedSeries | None,
+    numeric: list[int],
+    categorical: tuple[int, ...],
+    features: list[str],
+) -> None:
+    if reference.n_features and reference.n_features != counters.n_features:
+        raise MetricInputError(
+            f"reference: profile has {reference.n_features} features,"
+            f" the window has {counters.n_features}"
+        )
+    if reference.n_classes is not None and reference.n_classes != counters.n_classes:
+        raise MetricInputError(
+            f"reference: profile has {reference.n_classes} classes,"
+            f" the window has {counters.n_classes}"
+        )
+    if reference.pred1 is not None and "pred1" in summaries:
+        pred1 = np.sort(summaries["pred1"])
+        values = drift.numeric_drift([pred1], [reference.pred1])
+        _drift_points(out, "pred1_drift", {k: v[0] for k, v in values.items()})
+    if reference.pred_class_counts is not None:
+        classes = np.arange(counters.n_classes, dtype=np.float64)
+        values = drift.categorical_drift(
+            classes, counters.pred_counts, classes, reference.pred_class_counts
+        )
+        _drift_points(out, "predicted_class_drift", values)
+
+    flags: list[float] = []
+    if sorted_features is not None:
+        rows = [r for r, j in enumerate(numeric) if j in reference.numeric]
+        current = [sorted_features.row(r) for r in rows]
+        refs = [reference.numeric[numeric[r]] for r in rows]
+        values = drift.numeric_drift(current, refs)
+        for k, r in enumerate(rows):
+            per_feature = {stat: float(v[k]) for stat, v in values.items()}
+            _drift_points(out, "feature_drift", per_feature, feat_name=features[numeric[r]])
+            if math.isfinite(per_feature["drifted"]):
+                flags.append(per_feature["drifted"])
+    for j in categorical:
+        if j not in reference.categories:
+            continue
+        cur_values, cur_counts = counters.category_counts(j)
+        ref_values, ref_counts = reference.categories[j]
+        values = drift.categorical_drift(cur_values, cur_counts, ref_values, ref_counts)
+        _drift_points(out, "feature_drift", values, feat_name=features[j])
+        if "drifted" in values:
+            flags.append(values["drifted"])
+    if flags:
+        share = float(np.mean(flags))
+        out.add("dataset_drift", GAUGE, share, stat="share")
+        out.add("dataset_drift", GAUGE, float(np.sum(flags)), stat="drifted_count")
+        out.add("dataset_drift", GAUGE, float(len(flags)), stat="evaluated_count")
+        out.add("dataset_drift", GAUGE, float(share >= drift.DATASET_DRIFT_SHARE), stat="drifted")
+
+
+def compute_metrics(
+    predict_proba: Any,
+    labels: Any = None,
+    features: Any = None,
+    *,
+    threshold: float = 0.5,
+    class_names: Sequence[str] | None = None,
+    feature_names: Sequence[str] | None = None,
+    categorical_features: Sequence[int | str] = (),
+    reference: ReferenceProfile | None = None,
+    counters: ExactCounters | None = None,
+) -> list[Point]:
+    """Metric points of the given rows (offline use; a DataFrame is fine for ``features``).
+
+    Every row is both counted and used as the sample. ``counters`` is internal: the exact
+    counters of a :class:`WindowState` whose reservoir these rows are.
+    """
+    probs = as_probabilities(predict_proba)
+    n_rows, n_classes = probs.shape
+    label_vec = normalise_labels(labels, n_rows, n_classes)
+    feats: np.ndarray | None = None
+    if features is not None:
+        feats, frame_names = as_features(features, n_rows)
+        if feature_names is None:
+            feature_names = frame_names
+    n_features = 0 if feats is None else feats.shape[1]
+    names = None if feature_names is None else list(feature_names)
+    categorical = categorical_indices(categorical_features, names, n_features)
+    if counters is None:
+        counters = ExactCounters.from_batch(
+            probs, predicted_classes(probs, threshold), label_vec, feats, n_features, categorical
+        )
+    features_t = (
+        np.ascontiguousarray(feats.T) if feats is not None else np.empty((n_features, n_rows))
+    )
+    return compute_from_parts(
+        counters=counters,
+        probs=probs,
+        labels=np.full(n_rows, -1) if label_vec is None else label_vec,
+        features_t=features_t,
+        threshold=threshold,
+        categorical=categorical,
+        class_names=class_names,
+        feature_names=names,
+        reference=reference,
+    )

@@ -1,0 +1,183 @@
+"""Exact counters over every row of a window (as opposed to the sampled reservoir)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Probabilities are clipped like scikit-learn's log_loss so one confident mistake stays finite.
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _empty_categories() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.empty(0, np.int32), np.empty(0, np.float64), np.empty(0, np.int64)
+
+
+def _group_categories(
+    feat: np.ndarray, value: np.ndarray, count: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum counts of equal (feature, value) pairs; output sorted by feature then value."""
+    if feat.size == 0:
+        return _empty_categories()
+    order = np.lexsort((value, feat))
+    feat, value, count = feat[order], value[order], count[order]
+    starts = np.flatnonzero(
+        np.concatenate(([True], (feat[1:] != feat[:-1]) | (value[1:] != value[:-1])))
+    )
+    return feat[starts], value[starts], np.add.reduceat(count, starts)
+
+
+@dataclass(slots=True)
+class ExactCounters:
+    """Counters that are summed over all rows; adding two of them merges their windows.
+
+    ``confusion[i, j]`` counts rows whose label is class ``i`` and prediction class ``j``.
+    Categorical value counts are kept as three parallel arrays sorted by (feature, value).
+    """
+
+    n_classes: int
+    n_features: int
+    rows_seen: int = 0
+    rows_without_features: int = 0
+    log_loss_sum: float = 0.0
+    pred_counts: np.ndarray = field(default=None)  # type: ignore[assignment]
+    confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
+    nan_counts: np.ndarray = field(default=None)  # type: ignore[assignment]
+    inf_counts: np.ndarray = field(default=None)  # type: ignore[assignment]
+    cat_feature: np.ndarray = field(default=None)  # type: ignore[assignment]
+    cat_value: np.ndarray = field(default=None)  # type: ignore[assignment]
+    cat_count: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.pred_counts is None:
+            self.pred_counts = np.zeros(self.n_classes, np.int64)
+        if self.confusion is None:
+            self.confusion = np.zeros((self.n_classes, self.n_classes), np.int64)
+        if self.nan_counts is None:
+            self.nan_counts = np.zeros(self.n_features, np.int64)
+        if self.inf_counts is None:
+            self.inf_counts = np.zeros(self.n_features, np.int64)
+        if self.cat_feature is None:
+            self.cat_feature, self.cat_value, self.cat_count = _empty_categories()
+
+    @property
+    def labelled_rows(self) -> int:
+        return int(self.confusion.sum())
+
+    @classmethod
+    def from_batch(
+        cls,
+        probs: np.ndarray,
+        predicted: np.ndarray,
+        labels: np.ndarray | None,
+        features: np.ndarray | None,
+        n_features: int,
+        categorical: tuple[int, ...],
+    ) -> ExactCounters:
+        """Counters of one batch (``features`` row-major ``(n, n_features)`` or None)."""
+        n_rows, n_classes = probs.shape
+        out = cls(n_classes=n_classes, n_features=n_features, rows_seen=n_rows)
+        out.pred_counts = np.bincount(predicted, minlength=n_classes).astype(np.int64)
+        if labels is not None:
+            has = labels >= 0
+            if not has.all():
+                labelled, pred, lab_probs = labels[has], predicted[has], probs[has]
+            else:
+                labelled, pred, lab_probs = labels, predicted, probs
+            out.confusion = (
+                np.bincount(labelled * n_classes + pred, minlength=n_classes * n_classes)
+                .reshape(n_classes, n_classes)
+                .astype(np.int64)
+            )
+            p_true = lab_probs[np.arange(labelled.size), labelled]
+            out.log_loss_sum = float(-np.log(np.clip(p_true, _EPS, 1 - _EPS)).sum())
+        if n_features:
+            if features is None:
+                out.rows_without_features = n_rows
+            else:
+                nan = np.isnan(features)
+                out.nan_counts = nan.sum(axis=0, dtype=np.int64)
+                out.inf_counts = np.isinf(features).sum(axis=0, dtype=np.int64)
+                if categorical:
+                    cats = features[:, categorical]
+                    finite = np.isfinite(cats)
+                    feat = np.broadcast_to(np.asarray(categorical, np.int32), cats.shape)[finite]
+                    value = cats[finite]
+                    out.cat_feature, out.cat_value, out.cat_count = _group_categories(
+                        feat, value, np.ones(value.size, np.int64)
+                    )
+        return out
+
+    def add(self, other: ExactCounters) -> None:
+        """Add ``other``'s counts into this object (in place)."""
+        if (other.n_classes, other.n_features) != (self.n_classes, self.n_features):
+            raise ValueError(
+                f"counters: cannot add counters of shape ({other.n_classes} classes,"
+                f" {other.n_features} features) to ({self.n_classes}, {self.n_features})"
+            )
+        self.rows_seen += other.rows_seen
+        self.rows_without_features += other.rows_without_features
+        self.log_loss_sum += other.log_loss_sum
+        self.pred_counts += other.pred_counts
+        self.confusion += other.confusion
+        self.nan_counts += other.nan_counts
+        self.inf_counts += other.inf_counts
+        if other.cat_feature.size:
+            self.cat_feature, self.cat_value, self.cat_count = _group_categories(
+                np.concatenate((self.cat_feature, other.cat_feature)),
+                np.concatenate((self.cat_value, other.cat_value)),
+                np.concatenate((self.cat_count, other.cat_count)),
+            )
+
+    def category_counts(self, feature: int) -> tuple[np.ndarray, np.ndarray]:
+        """(values, counts) of one categorical feature, values ascending."""
+        sel = self.cat_feature == feature
+        return self.cat_value[sel], self.cat_count[sel]
+
+    def copy(self) -> ExactCounters:
+        out = ExactCounters(self.n_classes, self.n_features)
+        out.add(self)
+        return out
+
+    def to_parts(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {
+            "rows_seen": self.rows_seen,
+            "rows_without_features": self.rows_without_features,
+            "log_loss_sum": self.log_loss_sum,
+        }
+        arrays = {
+            f"{prefix}pred_counts": self.pred_counts,
+            f"{prefix}confusion": self.confusion,
+            f"{prefix}nan_counts": self.nan_counts,
+            f"{prefix}inf_counts": self.inf_counts,
+            f"{prefix}cat_feature": self.cat_feature,
+            f"{prefix}cat_value": self.cat_value,
+            f"{prefix}cat_count": self.cat_count,
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_parts(
+        cls,
+        n_classes: int,
+        n_features: int,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        prefix: str,
+    ) -> ExactCounters:
+        return cls(
+            n_classes=n_classes,
+            n_features=n_features,
+            rows_seen=int(meta["rows_seen"]),
+            rows_without_features=int(meta["rows_without_features"]),
+            log_loss_sum=float(meta["log_loss_sum"]),
+            pred_counts=arrays[f"{prefix}pred_counts"],
+            confusion=arrays[f"{prefix}confusion"],
+            nan_counts=arrays[f"{prefix}nan_counts"],
+            inf_counts=arrays[f"{prefix}inf_counts"],
+            cat_feature=arrays[f"{prefix}cat_feature"],
+            cat_value=arrays[f"{prefix}cat_value"],
+            cat_count=arrays[f"{prefix}cat_count"],
+        )

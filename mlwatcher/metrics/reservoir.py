@@ -1,0 +1,84 @@
+"""A uniform reservoir sample of rows (probabilities, label and features of the same row).
+
+Algorithm R, vectorised per batch: the row with 0-based stream index ``t`` enters slot ``t``
+while the reservoir fills, afterwards it draws ``j`` uniformly in ``[0, t]`` and replaces
+slot ``j`` when ``j < capacity``. Within one batch a later row that draws the same slot
+overwrites an earlier one, exactly as the row-by-row algorithm would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def choose_slots(
+    rows_seen_before: int, n_rows: int, capacity: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(slot, batch row index) pairs of the rows of a batch that end up in the reservoir."""
+    n_fill = max(0, min(n_rows, capacity - rows_seen_before))
+    fill_slots = np.arange(rows_seen_before, rows_seen_before + n_fill, dtype=np.int64)
+    if n_fill == n_rows:
+        return fill_slots, np.arange(n_rows, dtype=np.int64)
+    stream_index = np.arange(rows_seen_before + n_fill, rows_seen_before + n_rows, dtype=np.int64)
+    draws = rng.integers(0, stream_index + 1)
+    kept = np.flatnonzero(draws < capacity)
+    slots = np.concatenate((fill_slots, draws[kept]))
+    rows = np.concatenate((np.arange(n_fill, dtype=np.int64), kept + n_fill))
+    # The last row that drew a slot wins: unique over the reversed order keeps it.
+    _, first_in_reversed = np.unique(slots[::-1], return_index=True)
+    last = slots.size - 1 - first_in_reversed
+    return slots[last], rows[last]
+
+
+class Reservoir:
+    """Storage of the sampled rows; grows geometrically up to ``capacity`` to save memory.
+
+    Features are stored column-major ``(n_features, rows)`` because every statistic is
+    computed per feature.
+    """
+
+    def __init__(self, capacity: int, n_classes: int, n_features: int) -> None:
+        self.capacity = capacity
+        self.n_classes = n_classes
+        self.n_features = n_features
+        self.size = 0
+        self._alloc(0)
+
+    def _alloc(self, rows: int) -> None:
+        self.probs = np.zeros((rows, self.n_classes), np.float64)
+        self.labels = np.full(rows, -1, np.int64)
+        self.features = np.full((self.n_features, rows), np.nan, np.float64)
+
+    def _grow(self, needed: int) -> None:
+        allocated = self.labels.size
+        if needed <= allocated:
+            return
+        new = min(self.capacity, max(needed, 2 * allocated, 64))
+        probs, labels, features = self.probs, self.labels, self.features
+        self._alloc(new)
+        self.probs[:allocated] = probs
+        self.labels[:allocated] = labels
+        self.features[:, :allocated] = features
+
+    def write(
+        self,
+        slots: np.ndarray,
+        probs: np.ndarray,
+        labels: np.ndarray | None,
+        features: np.ndarray | None,
+    ) -> None:
+        """Store rows at ``slots`` (features row-major ``(k, n_features)``; None = missing)."""
+        if slots.size == 0:
+            return
+        top = int(slots.max()) + 1
+        self._grow(top)
+        self.size = max(self.size, top)
+        self.probs[slots] = probs
+        self.labels[slots] = -1 if labels is None else labels
+        if self.n_features:
+            self.features[:, slots] = np.nan if features is None else features.T
+
+    def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probs ``(n, C)``, labels ``(n,)``, features ``(F, n)``) of the filled slots."""
+        n = self.size
+        return self.probs[:n], self.labels[:n], self.features[:, :n]

@@ -1,0 +1,89 @@
+"""Per-row distribution statistics of a matrix of series (one series per row, NaN = missing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STATS = ("range", "mean", "std", "median", "q25", "q50", "q75", "iqr")
+
+
+@dataclass(slots=True)
+class SortedSeries:
+    """Each row sorted ascending with its non-finite values moved to the end.
+
+    ``counts[j]`` is the number of finite values of row ``j``; ``sorted[j, :counts[j]]``
+    are those values. Computed once and shared by the statistics and the drift tests.
+    """
+
+    sorted: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, matrix: np.ndarray) -> SortedSeries:
+        finite = np.isfinite(matrix)
+        counts = finite.sum(axis=1)
+        if counts.size and counts.min() < matrix.shape[1]:
+            matrix = np.where(finite, matrix, np.nan)  # inf -> NaN so sort puts it last
+        return cls(np.sort(matrix, axis=1), counts)
+
+    def row(self, j: int) -> np.ndarray:
+        return self.sorted[j, : self.counts[j]]
+
+
+def quantiles(series: SortedSeries, q: float) -> np.ndarray:
+    """Linear-interpolated quantile of each row, as numpy's default method computes it."""
+    counts = series.counts
+    pos = q * np.maximum(counts - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(counts - 1, 0))
+    rows = np.arange(counts.size)
+    a = series.sorted[rows, lo]
+    b = series.sorted[rows, hi]
+    t = pos - lo
+    diff = b - a
+    # numpy's _lerp: interpolate from the nearer end for accuracy.
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
+def column_stats(matrix: np.ndarray, series: SortedSeries) -> dict[str, np.ndarray]:
+    """The legacy ``stat`` set for each row of ``matrix``; rows without values give NaN."""
+    counts = series.counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if counts.size and counts.min() == matrix.shape[1]:
+            mean = matrix.mean(axis=1)
+            std = matrix.std(axis=1)
+        else:
+            finite = np.isfinite(matrix)
+            clean = np.where(finite, matrix, 0.0)
+            mean = clean.sum(axis=1) / counts
+            std = np.sqrt((np.where(finite, matrix - mean[:, None], 0.0) ** 2).sum(axis=1) / counts)
+        rows = np.arange(counts.size)
+        minimum = series.sorted[:, 0]
+        maximum = series.sorted[rows, np.maximum(counts - 1, 0)]
+        q25, q50, q75 = (quantiles(series, q) for q in (0.25, 0.5, 0.75))
+        out = {
+            "range": maximum - minimum,
+            "mean": mean,
+            "std": std,
+            "median": q50,
+            "q25": q25,
+            "q50": q50,
+            "q75": q75,
+            "iqr": q75 - q25,
+        }
+    empty = counts == 0
+    for values in out.values():
+        values[empty] = np.nan
+    return out
+
+
+def row_summaries(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """pred1 (max probability), spread12 (top1 − top2) and normalised entropy per row."""
+    n_classes = probs.shape[1]
+    top2 = np.partition(probs, n_classes - 2, axis=1)[:, n_classes - 2 :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
+    entropy = np.maximum(-plogp.sum(axis=1), 0.0) / np.log(n_classes)
+    return {"pred1": top2[:, 1], "spread12": top2[:, 1] - top2[:, 0], "entropy": entropy}
