@@ -81,7 +81,8 @@ def check_probabilities(value: Any, n_classes: int, sum_tolerance: float) -> np.
         raise InvalidBatchError(
             argument, f"probabilities must lie in [0, 1], found values in [{low:g}, {high:g}]"
         )
-    deviation = np.abs(probabilities.sum(axis=1) - 1.0)
+    # A matrix-vector product sums short rows several times faster than sum(axis=1).
+    deviation = np.abs(probabilities @ np.ones(n_classes) - 1.0)
     if float(deviation.max()) > sum_tolerance:
         row = int(np.argmax(deviation))
         raise InvalidBatchError(
