@@ -72,9 +72,8 @@ def normalise_labels(labels: Any, n_rows: int, n_classes: int) -> np.ndarray | N
         )
     if arr.shape[0] != n_rows:
         raise MetricInputError(f"labels: expected {n_rows} rows, got {arr.shape[0]}")
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or not (arr == np.round(arr)).all():
-            raise MetricInputError("labels: expected integer class indices, got fractional/NaN")
+    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+        raise MetricInputError("labels: expected integer class indices, got fractional/NaN")
     out = arr.astype(np.int64)
     if out.size and (out.min() < -1 or out.max() >= n_classes):
         raise MetricInputError(
