@@ -188,7 +188,7 @@ def test_bad_batches_get_specific_errors(kwargs: dict, message: str) -> None:
 
 def test_corrupt_bytes_are_refused() -> None:
     data = WindowState(2, 10).to_bytes()
-    with pytest.raises(ValueError, match="truncated|corrupt|unexpected"):
+    with pytest.raises(ValueError, match=r"truncated|corrupt|unexpected"):
         WindowState.from_bytes(data[:-3] if len(data) > 40 else data + b"x")
     with pytest.raises(ValueError, match="magic"):
         StateDelta.from_bytes(data)
