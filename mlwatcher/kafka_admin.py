@@ -133,8 +133,13 @@ def delete_topics(
     *,
     client_config: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    wait: bool = True,
 ) -> None:
-    """Delete topics; missing topics are fine. Waits until metadata no longer lists them."""
+    """Delete topics; missing topics are fine.
+
+    With ``wait`` (the default) returns only once metadata no longer lists them, so the
+    names can be reused at once.
+    """
     names = list(names)
     if not names:
         return
@@ -146,7 +151,8 @@ def delete_topics(
         except KafkaException as error:
             if error.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise TopicAdminError(f"could not delete topic {name!r}: {error}") from error
-    _wait_for_topics(admin, dict.fromkeys(names, 0), present=False, timeout=timeout)
+    if wait:
+        _wait_for_topics(admin, dict.fromkeys(names, 0), present=False, timeout=timeout)
 
 
 def _wait_for_topics(

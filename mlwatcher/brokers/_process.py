@@ -52,6 +52,19 @@ def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def failure_report(path: Path) -> str:
+    """The first ERROR/FATAL line of a broker log (usually the cause) and the log's tail."""
+    tail = log_tail(path)
+    try:
+        with path.open(errors="replace") as log:
+            errors = (line.strip() for line in log if " ERROR " in line or " FATAL " in line)
+            first_error = next(errors, None)
+    except FileNotFoundError:
+        first_error = None
+    header = f"first error: {first_error}\n" if first_error else ""
+    return f"{header}last lines of {path}:\n{tail}"
+
+
 def _kill_with_parent() -> None:
     # Runs in the child between fork and exec: ask Linux to SIGKILL the broker when the
     # thread that spawned it dies, so a crashed test run or demo leaves no orphan broker.
@@ -110,6 +123,9 @@ class ManagedBroker(abc.ABC):
 
     def _prepare(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Run once before every launch (write config, format storage, ...)."""
+
+    def _after_exit(self, returncode: int) -> None:  # noqa: B027 - optional hook
+        """Run after the process has exited through stop()/kill()/close()."""
 
     @property
     def log_file(self) -> Path:
@@ -220,15 +236,14 @@ class ManagedBroker(abc.ABC):
                 self._close_output()
                 raise BrokerError(
                     f"{self.kind} broker exited with code {process.returncode} during "
-                    f"startup; last lines of {self.log_file}:\n{log_tail(self.log_file)}"
+                    f"startup; {failure_report(self.log_file)}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._terminate(signal.SIGKILL, 10.0)
                 raise BrokerError(
                     f"{self.kind} broker did not answer on {self.bootstrap_servers} within "
-                    f"{self.startup_timeout:.0f} s; last lines of {self.log_file}:\n"
-                    f"{log_tail(self.log_file)}"
+                    f"{self.startup_timeout:.0f} s; {failure_report(self.log_file)}"
                 )
             try:
                 wait_for_broker(self.bootstrap_servers, timeout=min(1.0, remaining))
@@ -250,6 +265,7 @@ class ManagedBroker(abc.ABC):
                 process.wait(timeout=10.0)
         self._process = None
         self._close_output()
+        self._after_exit(process.returncode)
 
     def _close_output(self) -> None:
         if self._output is not None:

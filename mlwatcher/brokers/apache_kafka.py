@@ -9,6 +9,7 @@ JVM flags that cut startup time.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import shutil
 import subprocess
@@ -60,9 +61,11 @@ FAST_TEST_SETTINGS: Mapping[str, str] = {
     "num.partitions": "1",
     "default.replication.factor": "1",
     "min.insync.replicas": "1",
-    "log.flush.interval.messages": "9223372036854775807",
-    # The broker otherwise waits for log segment deletion etc. at shutdown.
-    "controlled.shutdown.enable": "true",
+    # After a SIGKILL the controller keeps the dead incarnation registered until its
+    # session expires (9 s by default); the restarted broker waits for that. 3 s keeps a
+    # crash-restart quick while leaving room for a busy 2-core machine.
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "500",
 }
 
 
@@ -100,6 +103,9 @@ class ApacheKafkaBroker(ManagedBroker):
         extra_settings: server.properties entries overriding the fast test defaults.
         jvm_options: replaces :data:`DEFAULT_JVM_OPTIONS`.
         log_level: log4j level of ``server.log`` in the work directory.
+        class_data_sharing: reuse a JVM class archive (AppCDS) kept next to the cached
+            jars; it halves the startup time. The first broker that stops gracefully
+            without one writes it.
     """
 
     kind = "kafka"
@@ -114,6 +120,7 @@ class ApacheKafkaBroker(ManagedBroker):
         extra_settings: Mapping[str, str] | None = None,
         jvm_options: Sequence[str] | None = None,
         log_level: str = "INFO",
+        class_data_sharing: bool = True,
         startup_timeout: float = 90.0,
         die_with_parent: bool = True,
     ) -> None:
@@ -131,7 +138,9 @@ class ApacheKafkaBroker(ManagedBroker):
         self.extra_settings = dict(extra_settings or {})
         self.jvm_options = tuple(jvm_options) if jvm_options is not None else DEFAULT_JVM_OPTIONS
         self.log_level = log_level
+        self.class_data_sharing = class_data_sharing
         self._libs: Path | None = None
+        self._archive_in_progress: Path | None = None
 
     @property
     def log_file(self) -> Path:
@@ -178,11 +187,44 @@ class ApacheKafkaBroker(ManagedBroker):
         if not (self.log_dir / "meta.properties").is_file():
             self._format_storage()
 
-    def _java_command(self, main_class: str, *args: str) -> list[str]:
+    def _class_archive(self) -> Path:
+        # A dynamic CDS archive only fits the exact JVM build and class path it was
+        # made with; key it on both so a JDK upgrade simply makes a new one.
+        assert self._libs is not None
+        java = Path(_java()).resolve()
+        stat = java.stat()
+        identity = f"{java}:{stat.st_size}:{stat.st_mtime_ns}:{self._libs}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        return self._libs.parent / f"classes-{digest}.jsa"
+
+    def _archive_options(self, *, may_create: bool) -> list[str]:
+        if not self.class_data_sharing:
+            return []
+        archive = self._class_archive()
+        if archive.is_file():
+            # A stale or foreign archive is only a warning: the JVM then loads normally.
+            return [f"-XX:SharedArchiveFile={archive}"]
+        if not may_create:
+            return []
+        self._archive_in_progress = archive.with_name(f"{archive.name}.{os.getpid()}.tmp")
+        return [f"-XX:ArchiveClassesAtExit={self._archive_in_progress}"]
+
+    def _after_exit(self, returncode: int) -> None:
+        pending, self._archive_in_progress = self._archive_in_progress, None
+        if pending is None:
+            return
+        if pending.is_file() and pending.stat().st_size > 0:
+            # Atomic: a concurrent broker either sees the whole archive or none.
+            pending.replace(self._class_archive())
+        else:
+            pending.unlink(missing_ok=True)
+
+    def _java_command(self, main_class: str, *args: str, may_create_archive: bool) -> list[str]:
         assert self._libs is not None
         return [
             _java(),
             *self.jvm_options,
+            *self._archive_options(may_create=may_create_archive),
             f"-Dlog4j2.configurationFile={self.work_dir / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.work_dir}",
             "-cp",
@@ -199,6 +241,7 @@ class ApacheKafkaBroker(ManagedBroker):
             _new_cluster_id(),
             "--config",
             str(self.properties_file),
+            may_create_archive=False,
         )
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=120, check=False, cwd=self.work_dir
@@ -211,7 +254,7 @@ class ApacheKafkaBroker(ManagedBroker):
             )
 
     def _command(self) -> Sequence[str]:
-        return self._java_command("kafka.Kafka", str(self.properties_file))
+        return self._java_command("kafka.Kafka", str(self.properties_file), may_create_archive=True)
 
     def _remove_temporary_files(self) -> None:
         super()._remove_temporary_files()
