@@ -45,10 +45,18 @@ class DigitsModels:
     bad: LogisticRegression
     traffic_inputs: np.ndarray  # (n, 64) float64 pixels in [0, 16], never seen in training
     traffic_labels: np.ndarray  # (n,) int64 digits
-    training_inputs: np.ndarray  # the good model's training rows: the drift reference
     feature_names: tuple[str, ...]
     class_names: tuple[str, ...]
     bad_model_odd_share: float  # share of odd digits in the bad model's training set
+
+    @property
+    def reference_inputs(self) -> np.ndarray:
+        """The drift baseline's rows: held-out data, like a validation set in production.
+
+        Not the training rows: a model is over-confident on its own training data, so its
+        pred1 distribution there would differ from any fresh traffic and flag drift forever.
+        """
+        return self.traffic_inputs
 
     def predict_proba(self, model: LogisticRegression, pixels: np.ndarray) -> np.ndarray:
         # The models are fitted on pixels scaled to [0, 1]; scaling here keeps the features
@@ -88,7 +96,6 @@ def train_models(seed: int = 0, *, odd_share: float = 0.95) -> DigitsModels:
         bad=bad,
         traffic_inputs=inputs[n_train:],
         traffic_labels=labels[n_train:],
-        training_inputs=train_x,
         feature_names=tuple(digits.feature_names),
         class_names=tuple(str(name) for name in digits.target_names),
         bad_model_odd_share=len(odd_rows) / len(biased),
@@ -179,7 +186,7 @@ class TrafficSettings:
 
     min_batch_rows: int = 1
     max_batch_rows: int = 20
-    batches_per_window: float = 12.0  # mean; arrival gaps are uniform in [0.5, 1.5] × mean gap
+    batches_per_window: float = 20.0  # mean; arrival gaps are uniform in [0.5, 1.5] × mean gap
     agents: tuple[str, ...] = field(default=AGENTS)
 
     def __post_init__(self) -> None:

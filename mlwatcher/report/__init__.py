@@ -1,0 +1,1 @@
+"""``mlwatcher report``: PNG charts and an HTML page from the Parquet metrics data set."""

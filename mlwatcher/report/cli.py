@@ -1,0 +1,34 @@
+"""``mlwatcher report``: charts and an HTML page from the Parquet metrics."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("parquet_dir", type=click.Path(exists=True))
+@click.option(
+    "--output",
+    "-o",
+    "output_dir",
+    envvar="MLWATCHER_REPORT_OUTPUT",
+    default="mlwatcher-report",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory for the PNG charts and report.html [env MLWATCHER_REPORT_OUTPUT].",
+)
+def report(parquet_dir: str, output_dir: str) -> None:
+    """Render PNG charts and a self-contained HTML page from PARQUET_DIR (the Parquet sink's
+    output): per agent the predicted-class mix, rows per window, confidence, accuracy and
+    macro-F1 and a feature-drift heatmap, plus a table of the windows flagged as drifted."""
+    from mlwatcher.report.data import ReportDataError
+    from mlwatcher.report.render import build_report
+
+    try:
+        result = build_report(parquet_dir, output_dir)
+    except ReportDataError as error:
+        raise click.ClickException(str(error)) from error
+    for name, path in result.images.items():
+        click.echo(f"chart {name}: {path}")
+    click.echo(f"{len(result.drifted)} windows flagged as drifted")
+    click.echo(f"report: {result.html_path}")

@@ -1,0 +1,175 @@
+"""``mlwatcher report`` on a Parquet data set generated offline from the demo scenarios."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import accuracy_score, f1_score
+
+from mlwatcher.cli import main
+from mlwatcher.demo import offline
+from mlwatcher.demo.scenarios import (
+    AGENT_OK,
+    AGENT_WRONG_INPUTS,
+    AGENT_WRONG_MODEL,
+    AGENTS,
+    DemoBatch,
+    Timeline,
+    generate_traffic,
+    train_models,
+)
+from mlwatcher.report import data
+from mlwatcher.report.render import build_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Timeline, list[DemoBatch]]:
+    models = train_models(seed=5)
+    timeline = Timeline.centred(1_764_400_003, window_seconds=5.0, n_windows=12)
+    traffic = list(generate_traffic(models, timeline, seed=5))
+    windows = offline.window_metrics(traffic, timeline, models, offline.reference_profile(models))
+    root = tmp_path_factory.mktemp("metrics")
+    offline.write_metrics_dataset(windows, root)
+    return root, timeline, traffic
+
+
+@pytest.fixture(scope="module")
+def frame(scenario: tuple[Path, Timeline, list[DemoBatch]]) -> pd.DataFrame:
+    return data.load_metrics(scenario[0])
+
+
+def _window_start(timeline: Timeline, index: int) -> pd.Timestamp:
+    return pd.Timestamp(round(timeline.window_start(index) * 1000), unit="ms", tz="UTC")
+
+
+def test_data_set_is_hive_partitioned_long_format(
+    scenario: tuple[Path, Timeline, list[DemoBatch]], frame: pd.DataFrame
+) -> None:
+    root = scenario[0]
+    assert sorted(p.name for p in root.iterdir()) == [f"agent_id={a}" for a in sorted(AGENTS)]
+    assert all(p.name.startswith("date=") for p in (root / f"agent_id={AGENT_OK}").iterdir())
+    assert data.agents(frame) == sorted(AGENTS)
+    assert str(frame["window_start"].dtype) == "datetime64[ms, UTC]"
+    # the confusion matrix points differ only in extra: none may be lost to de-duplication
+    confusion = frame[(frame["what"] == "confusion_count") & (frame["agent_id"] == AGENT_OK)]
+    assert len(confusion) == 12 * 10 * 10
+
+
+def test_series_match_independent_computations(
+    scenario: tuple[Path, Timeline, list[DemoBatch]], frame: pd.DataFrame
+) -> None:
+    _, timeline, traffic = scenario
+    rows = frame[frame["agent_id"] == AGENT_WRONG_MODEL]
+    index = timeline.anomaly_start_window  # a bad-model window
+    batches = [
+        b
+        for b in traffic
+        if b.agent_id == AGENT_WRONG_MODEL and timeline.window_index(b.event_time) == index
+    ]
+    truth = np.concatenate([b.labels for b in batches])
+    predicted = np.concatenate([b.probabilities.argmax(axis=1) for b in batches])
+    start = _window_start(timeline, index)
+
+    scores = data.label_scores(rows)
+    assert scores.loc[start, "accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert scores.loc[start, "macro_f1"] == pytest.approx(
+        f1_score(truth, predicted, average="macro", labels=list(range(10)), zero_division=0)
+    )
+    assert data.rows_per_window(rows).loc[start] == len(truth)
+
+    frequencies = data.class_frequencies(rows)
+    assert list(frequencies.columns) == [str(d) for d in range(10)]
+    np.testing.assert_allclose(frequencies.sum(axis=1), 1.0)
+    expected = np.bincount(predicted, minlength=10) / len(predicted)
+    np.testing.assert_allclose(frequencies.loc[start].to_numpy(), expected)
+
+    pred1 = np.concatenate([b.probabilities.max(axis=1) for b in batches])
+    band = data.quantile_band(rows, "max_prediction_proba")
+    assert band.loc[start, "median"] == pytest.approx(np.median(pred1))
+    assert band.loc[start, "q25"] == pytest.approx(np.percentile(pred1, 25))
+
+
+def test_drift_table_lists_the_inversion_windows(
+    scenario: tuple[Path, Timeline, list[DemoBatch]], frame: pd.DataFrame
+) -> None:
+    timeline = scenario[1]
+    drifted = data.drifted_windows(frame)
+    inverted = drifted[(drifted["agent_id"] == AGENT_WRONG_INPUTS) & drifted["dataset_drift"]]
+    expected = [
+        _window_start(timeline, i)
+        for i in range(timeline.anomaly_start_window, timeline.anomaly_end_window)
+    ]
+    assert list(inverted["window_start"]) == expected
+    assert (inverted["drift_share"] > 0.5).all()
+    assert not drifted[drifted["agent_id"] != AGENT_WRONG_INPUTS]["dataset_drift"].any()
+    heatmap = data.feature_drift(frame[frame["agent_id"] == AGENT_WRONG_INPUTS]).flags
+    assert heatmap.shape == (64, 12)
+    assert list(heatmap.index[:9]) == [f"pixel_0_{i}" for i in range(8)] + ["pixel_1_0"]
+
+
+def test_report_writes_pngs_and_a_self_contained_page(
+    scenario: tuple[Path, Timeline, list[DemoBatch]], tmp_path: Path
+) -> None:
+    report = build_report(scenario[0], tmp_path / "out")
+    assert set(report.images) == {"overview", *AGENTS}
+    for path in report.images.values():
+        content = path.read_bytes()
+        assert content.startswith(PNG_SIGNATURE) and len(content) > 20_000, path
+    page = report.html_path.read_text()
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(embedded) == 4
+    assert all(base64.b64decode(e).startswith(PNG_SIGNATURE) for e in embedded)
+    assert 'src="http' not in page and "<script" not in page
+    timeline = scenario[1]
+    inverted = timeline.anomaly_end_window - timeline.anomaly_start_window
+    assert page.count("<td>digits_wrong_inputs</td>") >= inverted
+    assert (tmp_path / "out" / "drifted_windows.csv").is_file()
+
+
+def test_cli_report(scenario: tuple[Path, Timeline, list[DemoBatch]], tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["report", str(scenario[0]), "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "report.html" in result.output
+    assert (tmp_path / "agent_digits_ok.png").stat().st_size > 0
+
+
+def test_extra_as_json_text_and_windows_as_epoch_ms_are_read(tmp_path: Path) -> None:
+    # Another writer's encoding of the same long format must give the same series.
+    rows = pd.DataFrame(
+        {
+            "agent_id": ["a", "a", "a"],
+            "window_start": [60_000, 60_000, 60_000],
+            "window_end": [120_000, 120_000, 120_000],
+            "what": ["f1", "f1", "overall_accuracy"],
+            "class_name": [None, None, None],
+            "feat_name": [None, None, None],
+            "stat": [None, None, None],
+            "target_type": ["gauge"] * 3,
+            "value": [0.25, 0.75, 0.5],
+            "extra": ['{"average": "macro"}', '{"average": "micro"}', ""],
+        }
+    )
+    rows.to_parquet(tmp_path / "points.parquet")
+    scores = data.label_scores(data.load_metrics(tmp_path / "points.parquet"))
+    assert scores.index[0] == pd.Timestamp(60_000, unit="ms", tz="UTC")
+    assert scores.iloc[0].to_dict() == {"accuracy": 0.5, "macro_f1": 0.25}
+
+
+def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(data.ReportDataError, match="does not exist"):
+        data.load_metrics(tmp_path / "nowhere")
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "x.parquet")
+    with pytest.raises(data.ReportDataError, match=r"columns \['agent_id'"):
+        data.load_metrics(tmp_path / "x.parquet")
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "x.parquet")])
+    assert result.exit_code != 0 and "long format" in result.output
