@@ -1,0 +1,268 @@
+"""``mlwatcher sink anodot | parquet | replay-anodot``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from mlwatcher.config import kafka_options, parse_kafka_options
+
+log = logging.getLogger(__name__)
+
+_TOKEN_HELP = "Anodot data-collection token [env MLWATCHER_ANODOT_TOKEN]; never logged."
+
+
+def _anodot_options(func):  # type: ignore[no-untyped-def]
+    options = [
+        click.option(
+            "--base-url",
+            envvar="MLWATCHER_ANODOT_URL",
+            default="https://api.anodot.com",
+            show_default=True,
+            help="Anodot API base URL [env MLWATCHER_ANODOT_URL].",
+        ),
+        click.option(
+            "--token",
+            envvar="MLWATCHER_ANODOT_TOKEN",
+            required=True,
+            show_default=False,
+            show_envvar=False,
+            help=_TOKEN_HELP,
+        ),
+        click.option(
+            "--rate-limit",
+            type=click.FloatRange(min=1, min_open=False),
+            default=2000.0,
+            show_default=True,
+            help="Points per second, shared by everything this process sends "
+            "(measured over any 1 s span).",
+        ),
+        click.option(
+            "--max-points-per-request",
+            type=click.IntRange(1, 1000),
+            default=1000,
+            show_default=True,
+            help="Points per HTTP request (Anodot takes about 1000).",
+        ),
+        click.option(
+            "--request-timeout",
+            type=click.FloatRange(min=0.1),
+            default=10.0,
+            show_default=True,
+            help="Seconds to wait for an answer before retrying.",
+        ),
+        click.option(
+            "--max-attempts",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Give up (exit 1, nothing committed) after this many failed attempts of one "
+            "request; 0 = retry until stopped.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _client(
+    base_url: str,
+    token: str,
+    rate_limit: float,
+    max_points_per_request: int,
+    request_timeout: float,
+    max_attempts: int,
+):  # type: ignore[no-untyped-def]
+    from mlwatcher.sinks.anodot_client import AnodotClient
+    from mlwatcher.sinks.rate_limit import RateLimiter
+    from mlwatcher.sinks.retry import BackoffPolicy
+
+    limiter = RateLimiter(rate_limit)
+    try:
+        return AnodotClient(
+            base_url,
+            token,
+            rate_limiter=limiter,
+            backoff=BackoffPolicy(max_attempts=max_attempts or None),
+            timeout=request_timeout,
+            max_points_per_request=min(max_points_per_request, limiter.budget),
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error).replace(token, "<redacted>")) from None
+
+
+@click.group()
+def sink() -> None:
+    """Forward metric records from the metrics topic to Anodot or Parquet files.
+
+    Each sink kind is its own consumer group; run more processes of one kind to share the
+    metrics topic's partitions. SIGTERM / Ctrl-C: finish, commit and exit; twice: exit now
+    (unsent data stays uncommitted and is delivered after the restart).
+    """
+
+
+@sink.command("anodot")
+@kafka_options
+@_anodot_options
+@click.option("--group-id", default="mlwatcher-sink-anodot", show_default=True)
+@click.option(
+    "--linger",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Send a partial request once its oldest point waited this many seconds.",
+)
+@click.option("--progress-interval", type=click.FloatRange(min=0.1), default=10.0)
+def anodot(
+    bootstrap_servers: str,
+    kafka_option: tuple[str, ...],
+    predictions_topic: str,
+    metrics_topic: str,
+    dead_letter_topic: str,
+    base_url: str,
+    token: str,
+    rate_limit: float,
+    max_points_per_request: int,
+    request_timeout: float,
+    max_attempts: int,
+    group_id: str,
+    linger: float,
+    progress_interval: float,
+) -> None:
+    """Send metric records to Anodot (Metrics 2.0), at least once.
+
+    Offsets are committed only once every point of a record is accepted by Anodot or written
+    to the dead-letter topic with the reason.
+    """
+    from mlwatcher.sinks.anodot_client import AnodotError
+    from mlwatcher.sinks.anodot_sink import AnodotSink, AnodotSinkConfig
+    from mlwatcher.sinks.shutdown import Shutdown
+
+    client = _client(
+        base_url, token, rate_limit, max_points_per_request, request_timeout, max_attempts
+    )
+    config = AnodotSinkConfig(
+        bootstrap_servers=bootstrap_servers,
+        metrics_topic=metrics_topic,
+        dead_letter_topic=dead_letter_topic,
+        group_id=group_id,
+        kafka_options=parse_kafka_options(kafka_option),
+        linger_seconds=linger,
+        progress_interval=progress_interval,
+    )
+    shutdown = Shutdown()
+    shutdown.install_signal_handlers()
+    log.info(
+        "anodot sink: %s -> %s (group %s, %g points/s)",
+        metrics_topic,
+        client.url,
+        group_id,
+        rate_limit,
+    )
+    try:
+        with client:
+            AnodotSink(config, client).run(shutdown)
+    except AnodotError as error:
+        raise click.ClickException(client.redact(str(error))) from None
+
+
+@sink.command("parquet")
+@kafka_options
+@click.option(
+    "--output",
+    "output_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Root directory of the data set (agent_id=.../date=.../*.parquet).",
+)
+@click.option("--group-id", default="mlwatcher-sink-parquet", show_default=True)
+@click.option(
+    "--roll-bytes",
+    type=click.IntRange(min=1),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    help="Write a partition's files once this many bytes of records are buffered.",
+)
+@click.option(
+    "--roll-seconds",
+    type=click.FloatRange(min=0.01),
+    default=60.0,
+    show_default=True,
+    help="... or once the oldest buffered record waited this long.",
+)
+@click.option("--progress-interval", type=click.FloatRange(min=0.1), default=10.0)
+def parquet(
+    bootstrap_servers: str,
+    kafka_option: tuple[str, ...],
+    predictions_topic: str,
+    metrics_topic: str,
+    dead_letter_topic: str,
+    output_dir: Path,
+    group_id: str,
+    roll_bytes: int,
+    roll_seconds: float,
+    progress_interval: float,
+) -> None:
+    """Write metric records to hive-partitioned Parquet files, exactly once.
+
+    Files are named <topic>-<partition>-<first offset>-<last offset>.parquet, written to a
+    temporary name, fsync'ed and renamed; offsets are committed after that. Files of
+    uncommitted offsets are removed when a partition is assigned and written again.
+    """
+    from mlwatcher.sinks.parquet_sink import ParquetSink, ParquetSinkConfig
+    from mlwatcher.sinks.shutdown import Shutdown
+
+    config = ParquetSinkConfig(
+        bootstrap_servers=bootstrap_servers,
+        metrics_topic=metrics_topic,
+        dead_letter_topic=dead_letter_topic,
+        output_dir=output_dir,
+        group_id=group_id,
+        kafka_options=parse_kafka_options(kafka_option),
+        roll_bytes=roll_bytes,
+        roll_seconds=roll_seconds,
+        progress_interval=progress_interval,
+    )
+    shutdown = Shutdown()
+    shutdown.install_signal_handlers()
+    log.info("parquet sink: %s -> %s (group %s)", metrics_topic, output_dir, group_id)
+    ParquetSink(config).run(shutdown)
+
+
+@sink.command("replay-anodot")
+@click.argument("parquet_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_anodot_options
+def replay_anodot(
+    parquet_dir: Path,
+    base_url: str,
+    token: str,
+    rate_limit: float,
+    max_points_per_request: int,
+    request_timeout: float,
+    max_attempts: int,
+) -> None:
+    """Send a Parquet metrics data set (from `mlwatcher sink parquet`) to Anodot, offline."""
+    from mlwatcher.sinks.anodot_client import AnodotError
+    from mlwatcher.sinks.replay import replay_parquet
+    from mlwatcher.sinks.shutdown import Shutdown
+
+    client = _client(
+        base_url, token, rate_limit, max_points_per_request, request_timeout, max_attempts
+    )
+    shutdown = Shutdown()
+    shutdown.install_signal_handlers()
+    try:
+        with client:
+            stats = replay_parquet(parquet_dir, client, shutdown.abort)
+    except AnodotError as error:
+        raise click.ClickException(client.redact(str(error))) from None
+    for series, reason in stats.rejected:
+        log.warning("refused: %s: %s", series, reason)
+    click.echo(
+        f"rows={stats.rows} accepted={stats.points_accepted} refused={len(stats.rejected)} "
+        f"requests={stats.requests} retries={stats.retries}"
+    )
+    if stats.rejected:
+        raise SystemExit(2)

@@ -1,0 +1,114 @@
+"""Durable, atomic Parquet files and the clean-up that makes replays exactly-once.
+
+Exactly-once scheme: a data file is named after the topic partition and the offset range
+of the records it holds (``<topic>-<partition>-<first>-<last>.parquet``); the sink commits
+``last + 1`` only after every file of the range is fsync'ed and renamed into place. So a
+file whose ``first`` offset is at or after the partition's committed offset holds only
+records that Kafka will deliver again: when a sink is assigned a partition it deletes those
+files (and stray temporary files) before writing anything, and the replay writes them anew.
+Files of committed ranges are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlwatcher.sinks.parquet_format import FileRange
+
+log = logging.getLogger(__name__)
+
+_TMP_MARK = ".tmp-"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs_durably(directory: Path) -> None:
+    missing: list[Path] = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):  # a new directory entry is durable once its parent is synced
+        _fsync_dir(created.parent)
+
+
+def write_atomically(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` so that ``path`` is either absent or complete and durable."""
+    _make_dirs_durably(path.parent)
+    temporary = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        pq.write_table(table, temporary)
+        fd = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _data_name_of(name: str) -> str | None:
+    """The data file name a file stands for (itself, or the target of a temporary file)."""
+    if name.startswith(".") and _TMP_MARK in name:
+        return name[1 : name.index(_TMP_MARK)]
+    return name
+
+
+def remove_uncommitted(root: Path, topic: str, partition: int, committed: int) -> list[Path]:
+    """Delete files of ``topic``/``partition`` not covered by the committed offset.
+
+    Deletes data files whose first offset is >= ``committed`` and every temporary file of
+    the partition. Returns the deleted paths. A data file straddling the committed offset
+    cannot come from this sink (it commits only at file boundaries); it is kept and logged.
+    """
+    removed: list[Path] = []
+    if not root.exists():
+        return removed
+    for agent_dir in _subdirs(root, "agent_id="):
+        for date_dir in _subdirs(agent_dir, "date="):
+            with os.scandir(date_dir) as entries:
+                for entry in entries:
+                    data_name = _data_name_of(entry.name)
+                    file_range = FileRange.parse(data_name) if data_name else None
+                    if file_range is None or (file_range.topic, file_range.partition) != (
+                        topic,
+                        partition,
+                    ):
+                        continue
+                    path = Path(entry.path)
+                    if entry.name != data_name or file_range.first >= committed:
+                        path.unlink(missing_ok=True)
+                        removed.append(path)
+                    elif file_range.last >= committed:
+                        log.warning(
+                            "%s straddles the committed offset %d of %s-%d; kept (was the "
+                            "consumer group's offset reset?)",
+                            path,
+                            committed,
+                            topic,
+                            partition,
+                        )
+            if removed:
+                _fsync_dir(date_dir)
+    return removed
+
+
+def _subdirs(directory: Path, prefix: str) -> list[Path]:
+    with os.scandir(directory) as entries:
+        return [Path(e.path) for e in entries if e.is_dir() and e.name.startswith(prefix)]
