@@ -1,0 +1,169 @@
+"""Worker counters and their Prometheus text exposition (no client library needed)."""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+#: Window-close delay buckets (seconds after window end + grace).
+CLOSE_DELAY_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...] = CLOSE_DELAY_BUCKETS
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        index = bisect.bisect_left(self.buckets, value)
+        if index < len(self.counts):
+            self.counts[index] += 1
+        self.total += value
+        self.count += 1
+
+
+@dataclass
+class WorkerStats:
+    """Counters since the worker started (Prometheus counters are per process)."""
+
+    started_at: float = field(default_factory=time.time)
+    messages: int = 0
+    batches: int = 0
+    rows: int = 0
+    ticks: int = 0
+    records_emitted: int = 0
+    empty_records_emitted: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    close_delay: Histogram = field(default_factory=Histogram)
+    close_delays_s: list[float] = field(default_factory=list)  # kept for the benchmark
+    changelog_bytes: int = 0
+
+    def observe_close_delay(self, seconds: float) -> None:
+        self.close_delay.observe(seconds)
+        if len(self.close_delays_s) < 100_000:
+            self.close_delays_s.append(seconds)
+
+
+def render_prometheus(
+    stats: WorkerStats,
+    *,
+    open_windows: int,
+    lag_by_partition: Mapping[int, int],
+    assigned_partitions: int,
+    now: Callable[[], float] = time.time,
+) -> str:
+    """Prometheus text format 0.0.4 of the worker's state."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{labels} {_number(value)}")
+
+    metric(
+        "mlwatcher_worker_uptime_seconds",
+        "gauge",
+        "Seconds since the worker started.",
+        [("", now() - stats.started_at)],
+    )
+    metric(
+        "mlwatcher_worker_messages_total",
+        "counter",
+        "Predictions-topic messages processed (batches, ticks and poison).",
+        [("", stats.messages)],
+    )
+    metric(
+        "mlwatcher_worker_batches_total",
+        "counter",
+        "Prediction batches applied to a window.",
+        [("", stats.batches)],
+    )
+    metric(
+        "mlwatcher_worker_rows_total",
+        "counter",
+        "Prediction rows applied to a window.",
+        [("", stats.rows)],
+    )
+    metric(
+        "mlwatcher_worker_ticks_total", "counter", "Control ticks processed.", [("", stats.ticks)]
+    )
+    metric(
+        "mlwatcher_worker_records_emitted_total",
+        "counter",
+        "Metric records emitted (one per agent and closed window).",
+        [("", stats.records_emitted)],
+    )
+    metric(
+        "mlwatcher_worker_empty_records_emitted_total",
+        "counter",
+        "Metric records emitted for windows without rows.",
+        [("", stats.empty_records_emitted)],
+    )
+    metric(
+        "mlwatcher_worker_late_batches_total",
+        "counter",
+        "Batches that arrived after their window closed (dead-lettered).",
+        [("", stats.dead_letters.get("late", 0))],
+    )
+    metric(
+        "mlwatcher_worker_dead_letters_total",
+        "counter",
+        "Messages sent to the dead-letter topic, by reason.",
+        [(f'{{reason="{reason}"}}', count) for reason, count in sorted(stats.dead_letters.items())]
+        or [('{reason="none"}', 0)],
+    )
+    metric(
+        "mlwatcher_worker_open_windows",
+        "gauge",
+        "Windows currently open on this worker.",
+        [("", open_windows)],
+    )
+    metric(
+        "mlwatcher_worker_assigned_partitions",
+        "gauge",
+        "Predictions-topic partitions assigned to this worker.",
+        [("", assigned_partitions)],
+    )
+    metric(
+        "mlwatcher_worker_consumer_lag",
+        "gauge",
+        "Messages not yet processed, per predictions-topic partition.",
+        [(f'{{partition="{p}"}}', lag) for p, lag in sorted(lag_by_partition.items())],
+    )
+    metric(
+        "mlwatcher_worker_changelog_bytes_total",
+        "counter",
+        "Bytes of table values written to the changelog (keys excluded).",
+        [("", stats.changelog_bytes)],
+    )
+    histogram = stats.close_delay
+    lines.append(
+        "# HELP mlwatcher_worker_window_close_delay_seconds "
+        "Seconds between a window's end + grace and the emission of its record."
+    )
+    lines.append("# TYPE mlwatcher_worker_window_close_delay_seconds histogram")
+    cumulative = 0
+    for bound, count in zip(histogram.buckets, histogram.counts, strict=True):
+        cumulative += count
+        lines.append(
+            f'mlwatcher_worker_window_close_delay_seconds_bucket{{le="{bound}"}} {cumulative}'
+        )
+    lines.append(
+        f'mlwatcher_worker_window_close_delay_seconds_bucket{{le="+Inf"}} {histogram.count}'
+    )
+    lines.append(f"mlwatcher_worker_window_close_delay_seconds_sum {_number(histogram.total)}")
+    lines.append(f"mlwatcher_worker_window_close_delay_seconds_count {histogram.count}")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"

@@ -1,0 +1,452 @@
+"""The window lifecycle of one predictions-topic partition, free of Kafka and Faust.
+
+A :class:`WindowManager` receives the partition's messages in offset order (prediction
+batches and control ticks) and answers with :data:`Action` s for the Faust layer to carry
+out in order: table writes/deletes, metric records to emit, input to dead-letter.
+
+Why it is built this way:
+
+- **Event time, per agent.** Each agent's tumbling windows have the agent's own length and are
+  aligned to the epoch. Its stream time is the largest event time it has sent. A window closes
+  once stream time reaches end + grace, or, if the agent went quiet, once a tick's wall-clock
+  time reaches end + grace + idle delay. Windows close strictly in time order.
+- **Deterministic replay.** Everything depends only on the sequence of messages: the
+  reservoir's random draws are seeded from (agent, window, batch id), ticks carry the time
+  they were sent, and closing decisions use that recorded time. After a crash, Kafka
+  redelivers the uncommitted messages; the table (restored from its changelog, which is a
+  prefix of what the lost worker wrote) says which of them were already applied, and a
+  window closed again yields the same record bytes.
+- **Bounded changelog.** One table entry per applied batch holding only its
+  :class:`~mlwatcher.metrics.StateDelta`, deleted (tombstoned) once the window's record is out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlwatcher.metrics import MetricInputError, ReferenceProfile, StateDelta, WindowState
+from mlwatcher.schemas import MetricRecord, PredictionBatch, SchemaDecodeError
+from mlwatcher.schemas.codec import HEADER_SIZE, MAGIC, load_schema
+from mlwatcher.stream_app.settings import WindowPolicy
+from mlwatcher.stream_app.state_codec import (
+    DELTA,
+    META,
+    REFERENCE,
+    AgentMeta,
+    StateCodecError,
+    WindowConfig,
+    delta_key,
+    meta_key,
+    pack_delta,
+    parse_key,
+    reference_key,
+    unpack_delta,
+)
+
+log = logging.getLogger(__name__)
+
+# Dead-letter reasons (the ``mlwatcher-error`` header).
+UNDECODABLE = "undecodable"
+UNKNOWN_SCHEMA = "unknown-schema"
+LATE = "late"
+SHAPE_CHANGED = "shape-changed"
+WINDOW_CHANGED = "window-changed"
+INVALID_BATCH = "invalid-batch"
+
+
+@dataclass(frozen=True)
+class PutState:
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True)
+class DeleteState:
+    key: bytes
+
+
+@dataclass(frozen=True)
+class EmitRecord:
+    """Send ``record`` to the metrics topic (and wait for it) before the actions that follow."""
+
+    record: MetricRecord
+    due_ms: int  # window end + grace: the earliest the record could have been emitted
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class BatchApplied:
+    """Informational: a batch's rows entered a window."""
+
+    agent_id: str
+    rows: int
+
+
+Action = PutState | DeleteState | EmitRecord | DeadLetter | BatchApplied
+
+
+def align(event_time_ms: int, window_ms: int) -> int:
+    """Start of the epoch-aligned window containing ``event_time_ms``."""
+    return event_time_ms - event_time_ms % window_ms
+
+
+def reservoir_seed(agent_id: str, window_start_ms: int, batch_id: str) -> int:
+    """Seed of a batch's reservoir draws: the same on every replay of the batch."""
+    digest = hashlib.blake2b(
+        f"{agent_id}\x00{window_start_ms}\x00{batch_id}".encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "little")
+
+
+def config_of(batch: PredictionBatch) -> WindowConfig:
+    return WindowConfig(
+        window_ms=int(batch.window_ms),
+        n_classes=batch.n_classes,
+        n_features=batch.n_features,
+        max_buffer_size=int(batch.max_buffer_size),
+        categorical_features=tuple(sorted({int(i) for i in batch.categorical_features})),
+        threshold=float(batch.threshold),
+        model_version=batch.model_version,
+        class_names=tuple(batch.class_names),
+        feature_names=tuple(batch.feature_names),
+    )
+
+
+def new_state(config: WindowConfig) -> WindowState:
+    return WindowState(
+        config.n_classes,
+        config.max_buffer_size,
+        config.n_features,
+        config.categorical_features,
+        config.threshold,
+        seed=0,
+    )
+
+
+@dataclass
+class OpenWindow:
+    config: WindowConfig
+    state: WindowState
+    batch_ids: set[str] = field(default_factory=set)
+    delta_keys: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class AgentWindows:
+    meta: AgentMeta
+    open: dict[int, OpenWindow] = field(default_factory=dict)
+    reference: ReferenceProfile | None = None  # profile of the previous non-empty window
+
+
+class WindowManager:
+    """Window state and lifecycle of every agent whose batches land on one partition."""
+
+    def __init__(
+        self,
+        partition: int,
+        policy: WindowPolicy | None = None,
+        baselines: Mapping[str, ReferenceProfile] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.policy = policy or WindowPolicy()
+        self.baselines = dict(baselines or {})
+        self.agents: dict[str, AgentWindows] = {}
+
+    # -- queries ------------------------------------------------------------------------------
+    @property
+    def open_window_count(self) -> int:
+        return sum(len(agent.open) for agent in self.agents.values())
+
+    def next_wall_deadline_ms(self) -> int | None:
+        """Earliest wall-clock time at which a tick would close a window, if any."""
+        deadlines = []
+        for agent in self.agents.values():
+            candidate = self._next_candidate(agent)
+            if candidate is not None:
+                start, window_ms, _ = candidate
+                deadlines.append(self._due(start, window_ms) + self.policy.idle_close_delay_ms)
+        return min(deadlines, default=None)
+
+    # -- input --------------------------------------------------------------------------------
+    def on_message(self, value: bytes | None, offset: int) -> list[Action]:
+        """Decode a predictions-topic value and process it; poison becomes a DeadLetter."""
+        try:
+            batch = PredictionBatch.decode(value or b"")
+        except SchemaDecodeError as exc:
+            return [DeadLetter(_decode_reason(value or b""), str(exc))]
+        except Exception as exc:  # any decoder crash on hostile bytes is poison, not fatal
+            return [DeadLetter(UNDECODABLE, f"{type(exc).__name__}: {exc}")]
+        return self.on_batch(batch, offset)
+
+    def on_batch(self, batch: PredictionBatch, offset: int) -> list[Action]:
+        agent = self.agents.get(batch.agent_id)
+        if agent is not None and offset <= agent.meta.handled_offset:
+            return []  # fully applied before a crash; Kafka redelivered it
+        config = config_of(batch)
+        start = align(batch.event_time_ms, config.window_ms)
+        refusal = self._refusal(agent, batch, config, start)
+        if refusal is not None:
+            return [refusal]
+        actions: list[Action] = []
+        if agent is None:
+            agent = self.agents[batch.agent_id] = AgentWindows(
+                AgentMeta(agent_id=batch.agent_id, latest_config=config)
+            )
+        window = agent.open.get(start)
+        if window is None or batch.batch_id not in window.batch_ids:
+            fresh = window is None
+            if fresh:
+                window = OpenWindow(config, new_state(config))
+            try:
+                delta = window.state.update(
+                    batch.probabilities,
+                    batch.labels,
+                    batch.features,
+                    rng=np.random.default_rng(
+                        reservoir_seed(batch.agent_id, start, batch.batch_id)
+                    ),
+                )
+            except (MetricInputError, ValueError) as exc:
+                if not agent.open and agent.meta.next_window_ms is None and fresh:
+                    del self.agents[batch.agent_id]  # nothing of this agent was accepted yet
+                return [DeadLetter(INVALID_BATCH, str(exc))]
+            if fresh:
+                agent.open[start] = window
+                agent.meta.windows[start] = config
+                agent.meta.latest_config = config
+                agent.meta.handled_offset = max(agent.meta.handled_offset, offset - 1)
+                # The meta entry goes first so a restored delta always finds its window config.
+                actions.append(PutState(meta_key(self.partition, batch.agent_id), _meta(agent)))
+            key = delta_key(self.partition, batch.agent_id, start, batch.batch_id)
+            window.batch_ids.add(batch.batch_id)
+            window.delta_keys.append(key)
+            actions.append(PutState(key, pack_delta(offset, batch.event_time_ms, delta.to_bytes())))
+            actions.append(BatchApplied(batch.agent_id, batch.n_rows))
+            agent.meta.stream_time_ms = max(agent.meta.stream_time_ms, batch.event_time_ms)
+        actions.extend(self._close_due(agent, None, offset))
+        return actions
+
+    def on_tick(self, now_ms: int, offset: int) -> list[Action]:
+        """A control tick recorded at ``now_ms`` (worker clock): close windows of quiet agents."""
+        actions: list[Action] = []
+        for agent in self.agents.values():
+            if offset > agent.meta.handled_offset:
+                actions.extend(self._close_due(agent, now_ms, offset))
+        return actions
+
+    def restore(self, entries: Iterable[tuple[bytes, bytes]]) -> list[Action]:
+        """Rebuild from the table's entries; returns deletes for entries that are stale."""
+        metas: dict[str, AgentMeta] = {}
+        references: dict[str, bytes] = {}
+        deltas: list[tuple[int, str, int, str, bytes, int, bytes]] = []
+        actions: list[Action] = []
+        for key, value in entries:
+            try:
+                kind, partition, agent_id, rest = parse_key(key)
+                if partition != self.partition or value is None:
+                    continue
+                if kind == META:
+                    metas[agent_id] = AgentMeta.from_bytes(value)
+                elif kind == REFERENCE:
+                    references[agent_id] = value
+                elif kind == DELTA:
+                    offset, event_time_ms, delta_bytes = unpack_delta(value)
+                    start, batch_id = int(rest[0]), str(rest[1])
+                    deltas.append(
+                        (offset, agent_id, start, batch_id, key, event_time_ms, delta_bytes)
+                    )
+            except (StateCodecError, IndexError, ValueError) as exc:
+                log.error(
+                    "partition %d: dropping unreadable state entry %r: %s",
+                    self.partition,
+                    key[:80],
+                    exc,
+                )
+                actions.append(DeleteState(key))
+        self.agents = {}
+        for agent_id, meta in metas.items():
+            agent = AgentWindows(meta)
+            for start, config in meta.windows.items():
+                agent.open[start] = OpenWindow(config, new_state(config))
+            if agent_id in references:
+                agent.reference = ReferenceProfile.from_bytes(references[agent_id])
+            self.agents[agent_id] = agent
+        for _offset, agent_id, start, batch_id, key, event_time_ms, delta_bytes in sorted(deltas):
+            agent = self.agents.get(agent_id)
+            window = agent.open.get(start) if agent is not None else None
+            if agent is None or window is None:
+                actions.append(DeleteState(key))  # its window was already emitted
+                continue
+            try:
+                window.state.apply(StateDelta.from_bytes(delta_bytes))
+            except ValueError as exc:
+                log.error(
+                    "partition %d: agent %s window %d: cannot replay batch %s: %s",
+                    self.partition,
+                    agent_id,
+                    start,
+                    batch_id,
+                    exc,
+                )
+                continue
+            window.batch_ids.add(batch_id)
+            window.delta_keys.append(key)
+            agent.meta.stream_time_ms = max(agent.meta.stream_time_ms, event_time_ms)
+        return actions
+
+    # -- internals ----------------------------------------------------------------------------
+    def _refusal(
+        self,
+        agent: AgentWindows | None,
+        batch: PredictionBatch,
+        config: WindowConfig,
+        start: int,
+    ) -> DeadLetter | None:
+        if agent is None:
+            return None
+        meta = agent.meta
+        end = start + config.window_ms
+        window = agent.open.get(start)
+        if meta.next_window_ms is not None and start < meta.next_window_ms:
+            return DeadLetter(
+                LATE,
+                f"event_time_ms={batch.event_time_ms} falls in window [{start}, {end}) but "
+                f"agent {batch.agent_id!r} has emitted its windows up to {meta.next_window_ms}",
+            )
+        if window is None and end + self._grace(config.window_ms) <= meta.stream_time_ms:
+            return DeadLetter(
+                LATE,
+                f"event_time_ms={batch.event_time_ms}: window [{start}, {end}) plus grace "
+                f"ended before the agent's stream time {meta.stream_time_ms}",
+            )
+        if window is not None:
+            if window.config.window_ms != config.window_ms:
+                return _window_changed(batch, window.config.window_ms, start)
+            if window.config.shape != config.shape:
+                return DeadLetter(
+                    SHAPE_CHANGED,
+                    f"agent {batch.agent_id!r} window {start}: (n_classes, n_features, "
+                    f"max_buffer_size, categorical_features) = {config.shape}, earlier "
+                    f"batches of the window had {window.config.shape}",
+                )
+            return None
+        for other_start, other in agent.open.items():
+            if other_start < end and start < other_start + other.config.window_ms:
+                return _window_changed(batch, other.config.window_ms, other_start)
+        return None
+
+    def _grace(self, window_ms: int) -> int:
+        return self.policy.grace_for(window_ms)
+
+    def _due(self, start: int, window_ms: int) -> int:
+        return start + window_ms + self._grace(window_ms)
+
+    def _next_candidate(self, agent: AgentWindows) -> tuple[int, int, OpenWindow | None] | None:
+        """The next window to emit: the oldest open one, or an empty one before it."""
+        first_open = min(agent.open) if agent.open else None
+        meta = agent.meta
+        if meta.next_window_ms is not None and meta.last_data_end_ms is not None:
+            window_ms = meta.latest_config.window_ms
+            start = -(-meta.next_window_ms // window_ms) * window_ms
+            within_limit = (
+                start < meta.last_data_end_ms + self.policy.empty_window_limit * window_ms
+            )
+            fits = first_open is None or start + window_ms <= first_open
+            if within_limit and fits:
+                return start, window_ms, None
+        if first_open is not None:
+            window = agent.open[first_open]
+            return first_open, window.config.window_ms, window
+        return None
+
+    def _close_due(self, agent: AgentWindows, wall_ms: int | None, offset: int) -> list[Action]:
+        actions: list[Action] = []
+        meta = agent.meta
+        while (candidate := self._next_candidate(agent)) is not None:
+            start, window_ms, window = candidate
+            due = self._due(start, window_ms)
+            by_stream = meta.stream_time_ms >= due
+            by_wall = wall_ms is not None and wall_ms >= due + self.policy.idle_close_delay_ms
+            if not (by_stream or by_wall):
+                break
+            actions.append(EmitRecord(self._record(agent, start, window_ms, window), due))
+            if window is not None:
+                actions.extend(DeleteState(key) for key in window.delta_keys)
+                del agent.open[start]
+                meta.windows.pop(start, None)
+                meta.last_data_end_ms = start + window_ms
+                if window.state.rows_seen > 0:
+                    agent.reference = ReferenceProfile.from_window(window.state)
+                    actions.append(
+                        PutState(
+                            reference_key(self.partition, meta.agent_id),
+                            agent.reference.to_bytes(),
+                        )
+                    )
+            meta.next_window_ms = start + window_ms
+        if actions:
+            meta.handled_offset = offset
+            actions.append(PutState(meta_key(self.partition, meta.agent_id), _meta(agent)))
+        return actions
+
+    def _record(
+        self, agent: AgentWindows, start: int, window_ms: int, window: OpenWindow | None
+    ) -> MetricRecord:
+        config = window.config if window is not None else agent.meta.latest_config
+        state = window.state if window is not None else new_state(config)
+        reference = self.baselines.get(agent.meta.agent_id, agent.reference)
+        names = {
+            "class_names": list(config.class_names) or None,
+            "feature_names": list(config.feature_names) or None,
+        }
+        try:
+            points = state.metrics(reference=reference, **names)
+        except (MetricInputError, ValueError) as exc:
+            log.warning(
+                "agent %s window %d: drift against the reference failed (%s); "
+                "emitting the window without drift",
+                agent.meta.agent_id,
+                start,
+                exc,
+            )
+            points = state.metrics(**names)
+        return MetricRecord(
+            agent_id=agent.meta.agent_id,
+            window_start_ms=start,
+            window_end_ms=start + window_ms,
+            rows_seen=state.rows_seen,
+            rows_sampled=state.rows_sampled,
+            points=points,
+            batches=len(window.batch_ids) if window is not None else 0,
+            model_version=config.model_version,
+        )
+
+
+def _meta(agent: AgentWindows) -> bytes:
+    return agent.meta.to_bytes()
+
+
+def _window_changed(batch: PredictionBatch, open_window_ms: int, open_start: int) -> DeadLetter:
+    return DeadLetter(
+        WINDOW_CHANGED,
+        f"agent {batch.agent_id!r}: window_ms={batch.window_ms} at event_time_ms="
+        f"{batch.event_time_ms} overlaps the open window starting {open_start} of "
+        f"window_ms={open_window_ms}",
+    )
+
+
+def _decode_reason(value: bytes) -> str:
+    known = load_schema("prediction_batch").fingerprint
+    if len(value) >= HEADER_SIZE and value[:2] == MAGIC and value[2:HEADER_SIZE] != known:
+        return UNKNOWN_SCHEMA
+    return UNDECODABLE
