@@ -35,6 +35,16 @@ class _Points:
             extra = props.pop("extra", None) or {}
             self.items.append(Point(what, target_type, value, extra=extra, **props))
 
+    def add_per_feature(
+        self, what: str, values: np.ndarray, names: list[str], stat: str | None = None
+    ) -> None:
+        """One gauge per feature (``values[k]`` for ``names[k]``), non-finite values skipped."""
+        keep = np.flatnonzero(np.isfinite(values)).tolist()
+        as_list = values.tolist()
+        self.items.extend(
+            Point(what, GAUGE, as_list[k], feat_name=names[k], stat=stat) for k in keep
+        )
+
 
 def _names(given: Sequence[str] | None, count: int, prefix: str, field: str) -> list[str]:
     if given is None:
@@ -157,8 +167,9 @@ def compute_from_parts(
             numeric_matrix = features_t if len(numeric) == n_features else features_t[numeric]
             sorted_features = SortedSeries.of(numeric_matrix)
             feat_stats = column_stats(numeric_matrix, sorted_features)
-            for row, j in enumerate(numeric):
-                _stat_points(out, "feature_value", feat_stats, row, feat_name=features[j])
+            numeric_names = [features[j] for j in numeric]
+            for stat in STATS:
+                out.add_per_feature("feature_value", feat_stats[stat], numeric_names, stat)
         for j in categorical:
             values, counts = counters.category_counts(j)
             total = counts.sum()
@@ -221,11 +232,10 @@ def _reference_drift(
         current = [sorted_features.row(r) for r in rows]
         refs = [reference.numeric[numeric[r]] for r in rows]
         values = drift.numeric_drift(current, refs)
-        for k, r in enumerate(rows):
-            per_feature = {stat: float(v[k]) for stat, v in values.items()}
-            _drift_points(out, "feature_drift", per_feature, feat_name=features[numeric[r]])
-            if math.isfinite(per_feature["drifted"]):
-                flags.append(per_feature["drifted"])
+        names = [features[numeric[r]] for r in rows]
+        for stat, per_feature in values.items():
+            out.add_per_feature("feature_drift", per_feature, names, stat)
+        flags.extend(values["drifted"][np.isfinite(values["drifted"])].tolist())
     for j in categorical:
         if j not in reference.categories:
             continue

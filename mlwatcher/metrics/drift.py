@@ -14,7 +14,7 @@ samples from flagging noise, the second keeps large samples from flagging neglig
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -36,6 +36,14 @@ class NumericReference:
     std: float  # population std of all finite reference values
     edges: np.ndarray  # interior bin edges (unique reference deciles)
     proportions: np.ndarray  # share of all finite reference values per bin (len(edges) + 1)
+    # The reference CDF at its own points (at and just below each), reused by every KS test.
+    cdf_at: np.ndarray = field(init=False, repr=False, compare=False)
+    cdf_below: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        m = max(self.sample.size, 1)
+        self.cdf_at = np.searchsorted(self.sample, self.sample, side="right") / m
+        self.cdf_below = np.searchsorted(self.sample, self.sample, side="left") / m
 
     @classmethod
     def from_values(cls, values: np.ndarray, sample: np.ndarray) -> NumericReference | None:
@@ -70,24 +78,49 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sqrt(max(js, 0.0)))
 
 
-def ks_statistic(current: np.ndarray, reference: np.ndarray) -> float:
+def ks_statistic(
+    current: np.ndarray,
+    reference: np.ndarray,
+    ref_cdf_at: np.ndarray | None = None,
+    ref_cdf_below: np.ndarray | None = None,
+) -> float:
     """Two-sample KS statistic of two sorted samples, evaluated at the reference points only.
 
     Between consecutive reference values the reference CDF is constant and the current one
     monotone, so the supremum is reached at a reference value or just before one.
     """
     n, m = current.size, reference.size
-    cur_le = np.searchsorted(current, reference, side="right") / n
-    cur_lt = np.searchsorted(current, reference, side="left") / n
-    ref_le = np.searchsorted(reference, reference, side="right") / m
-    ref_lt = np.searchsorted(reference, reference, side="left") / m
-    return float(max(np.abs(cur_le - ref_le).max(), np.abs(cur_lt - ref_lt).max()))
+    if ref_cdf_at is None or ref_cdf_below is None:
+        ref_cdf_at = np.searchsorted(reference, reference, side="right") / m
+        ref_cdf_below = np.searchsorted(reference, reference, side="left") / m
+    cur_at = np.searchsorted(current, reference, side="right") / n
+    cur_below = np.searchsorted(current, reference, side="left") / n
+    return float(max(np.abs(cur_at - ref_cdf_at).max(), np.abs(cur_below - ref_cdf_below).max()))
+
+
+# Below this effective sample size the exact finite-n distribution is used (as SciPy does).
+KS_EXACT_MAX_EN = 1000
 
 
 def ks_pvalues(d: np.ndarray, n: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Asymptotic two-sided p-values, as ``scipy.stats.ks_2samp(method="asymp")``."""
-    en = np.round(n * m / (n + m))
-    return np.clip(stats.kstwo.sf(d, en), 0.0, 1.0)
+    """Two-sided KS p-values for statistics ``d`` of samples of sizes ``n`` and ``m``.
+
+    With ``en = n*m/(n+m) < KS_EXACT_MAX_EN``: ``scipy.stats.kstwo.sf(d, round(en))``,
+    exactly what ``ks_2samp(method="asymp")`` returns. Above, SciPy's ``kstwo`` costs
+    ~75 µs per feature in Python, so the limiting Kolmogorov distribution with Stephens'
+    correction ``K((sqrt(en) + 0.12 + 0.11/sqrt(en)) * d)`` is used (vectorised C); it is
+    within 0.1 % of ``kstwo`` around p = 0.05 and within 4 % down to p = 1e-6.
+    """
+    d, n, m = (np.asarray(x, dtype=np.float64) for x in (d, n, m))
+    en = n * m / (n + m)
+    out = np.empty(d.shape)
+    small = en < KS_EXACT_MAX_EN
+    if small.any():
+        out[small] = stats.kstwo.sf(d[small], np.round(en[small]))
+    if (~small).any():
+        root = np.sqrt(en[~small])
+        out[~small] = special.kolmogorov((root + 0.12 + 0.11 / root) * d[~small])
+    return np.clip(out, 0.0, 1.0)
 
 
 def ks_critical(n: int, m: int, alpha: float = ALPHA) -> float:
@@ -125,7 +158,7 @@ def numeric_drift(
         counts = bin_counts(cur, ref.edges)
         out["psi"][j] = psi(counts / cur.size, ref.proportions)
         out["js_distance"][j] = js_distance(counts / cur.size, ref.proportions)
-        out["ks_stat"][j] = ks_statistic(cur, ref.sample)
+        out["ks_stat"][j] = ks_statistic(cur, ref.sample, ref.cdf_at, ref.cdf_below)
         if ref.std > 0:
             out["wasserstein_norm"][j] = wasserstein(cur, ref.sample) / ref.std
         sizes[j] = cur.size, ref.sample.size

@@ -106,3 +106,15 @@ def test_empty_window_has_zero_counts_and_no_statistics() -> None:
     assert find(points, "max_prediction_proba") == []
     assert find(points, "feature_value") == []
     assert all(np.isfinite(p.value) for p in points)
+
+
+def test_float32_valued_features_take_the_fast_sort_and_stay_exact() -> None:
+    rng = np.random.default_rng(11)
+    feats = rng.normal(size=(3000, 3)).astype(np.float32).astype(np.float64)
+    feats[::7, 1] = np.nan
+    feats[0, 2] = 1e30  # not representable in float32: that matrix takes the float64 sort
+    for matrix in (feats[:, :2], feats):
+        points = compute_metrics(np.full((3000, 2), 0.5), features=matrix)
+        for j in range(matrix.shape[1]):
+            column = matrix[:, j][np.isfinite(matrix[:, j])]
+            _assert_stats(points, "feature_value", column, feat_name=f"feat_{j}")

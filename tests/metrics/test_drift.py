@@ -25,6 +25,16 @@ def test_ks_and_wasserstein_match_scipy(n: int, m: int, shift: float) -> None:
     assert drift.wasserstein(cur, ref) == pytest.approx(sps.wasserstein_distance(cur, ref))
 
 
+@pytest.mark.parametrize(("n", "m"), [(10000, 2000), (3000, 3000), (5000, 1200)])
+def test_ks_pvalue_of_large_samples_stays_close_to_scipy(n: int, m: int) -> None:
+    rng = np.random.default_rng(m)
+    for shift in (0.0, 0.03, 0.06):
+        cur, ref = rng.normal(shift, 1, n), rng.normal(0, 1, m)
+        expected = sps.ks_2samp(cur, ref, method="asymp")
+        got = drift.ks_pvalues(np.array([expected.statistic]), np.array([n]), np.array([m]))[0]
+        assert got == pytest.approx(expected.pvalue, rel=0.04)
+
+
 def test_ks_statistic_handles_ties_between_samples() -> None:
     rng = np.random.default_rng(0)
     cur = np.sort(rng.integers(0, 5, 200).astype(float))
