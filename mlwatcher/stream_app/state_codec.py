@@ -10,7 +10,8 @@ entries of other partitions while recovering):
   so a window's changelog bytes grow like its reservoir replacements.
 - ``["m", partition, agent]`` → :class:`AgentMeta` as JSON: per-agent cursors and the config of
   each open window. Small, written when a window opens or closes.
-- ``["r", partition, agent]`` → the previous closed window's reference profile (drift baseline).
+- ``["r", partition, agent, window_start]`` → the reference profile (drift baseline) made from
+  that closed window; the meta entry names the one in use, older ones are deleted.
 
 Keys are JSON arrays so any agent id (even one containing separators) round-trips.
 """
@@ -41,8 +42,8 @@ def meta_key(partition: int, agent_id: str) -> bytes:
     return json.dumps([META, partition, agent_id]).encode()
 
 
-def reference_key(partition: int, agent_id: str) -> bytes:
-    return json.dumps([REFERENCE, partition, agent_id]).encode()
+def reference_key(partition: int, agent_id: str, window_start_ms: int) -> bytes:
+    return json.dumps([REFERENCE, partition, agent_id, window_start_ms]).encode()
 
 
 def parse_key(key: bytes) -> tuple[str, int, str, list[Any]]:
@@ -107,11 +108,12 @@ class WindowConfig:
 class AgentMeta:
     """Per-agent cursors, persisted whenever a window opens or closes.
 
-    ``handled_offset``: every message of the agent's partition up to this offset has been fully
-    applied (a replayed batch at or below it is skipped). ``next_window_ms``: the end of the
-    last emitted window; nothing before it is accepted any more. ``last_data_end_ms``: end of
-    the latest closed window that had rows (empty windows are emitted for a limited time after
-    it). ``latest_config``: the config of the newest batch, used for empty windows.
+        ``handled_offset``: every message of the agent's partition up to this offset has been fully
+        applied (a replayed batch at or below it is skipped). ``next_window_ms``: the end of the
+        last emitted window; nothing before it is accepted any more. ``last_data_end_ms``: end of
+        the latest closed window that had rows (empty windows are emitted for a limited time after
+        it). ``reference_window_ms``: the window whose profile is the drift reference of the next
+    one. ``latest_config``: the config of the newest batch, used for empty windows.
     """
 
     agent_id: str
@@ -120,6 +122,7 @@ class AgentMeta:
     handled_offset: int = -1
     next_window_ms: int | None = None
     last_data_end_ms: int | None = None
+    reference_window_ms: int | None = None
     windows: dict[int, WindowConfig] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
@@ -138,6 +141,7 @@ class AgentMeta:
                 handled_offset=int(data["handled_offset"]),
                 next_window_ms=data["next_window_ms"],
                 last_data_end_ms=data["last_data_end_ms"],
+                reference_window_ms=data.get("reference_window_ms"),
                 windows={
                     int(start): WindowConfig.from_json(cfg)
                     for start, cfg in data["windows"].items()

@@ -247,7 +247,7 @@ class WindowManager:
     def restore(self, entries: Iterable[tuple[bytes, bytes]]) -> list[Action]:
         """Rebuild from the table's entries; returns deletes for entries that are stale."""
         metas: dict[str, AgentMeta] = {}
-        references: dict[str, bytes] = {}
+        references: dict[tuple[str, int], tuple[bytes, bytes]] = {}
         deltas: list[tuple[int, str, int, str, bytes, int, bytes]] = []
         actions: list[Action] = []
         for key, value in entries:
@@ -258,7 +258,7 @@ class WindowManager:
                 if kind == META:
                     metas[agent_id] = AgentMeta.from_bytes(value)
                 elif kind == REFERENCE:
-                    references[agent_id] = value
+                    references[agent_id, int(rest[0])] = (key, value)
                 elif kind == DELTA:
                     offset, event_time_ms, delta_bytes = unpack_delta(value)
                     start, batch_id = int(rest[0]), str(rest[1])
@@ -278,9 +278,11 @@ class WindowManager:
             agent = AgentWindows(meta)
             for start, config in meta.windows.items():
                 agent.open[start] = OpenWindow(config, new_state(config))
-            if agent_id in references:
-                agent.reference = ReferenceProfile.from_bytes(references[agent_id])
+            if (agent_id, meta.reference_window_ms) in references:
+                _, value = references.pop((agent_id, meta.reference_window_ms))
+                agent.reference = ReferenceProfile.from_bytes(value)
             self.agents[agent_id] = agent
+        actions.extend(DeleteState(key) for key, _ in references.values())
         for _offset, agent_id, start, batch_id, key, event_time_ms, delta_bytes in sorted(deltas):
             agent = self.agents.get(agent_id)
             window = agent.open.get(start) if agent is not None else None
@@ -370,8 +372,17 @@ class WindowManager:
         return None
 
     def _close_due(self, agent: AgentWindows, wall_ms: int | None, offset: int) -> list[Action]:
+        """Emit every due window of ``agent``, oldest first.
+
+        Per window the writes go: record (acknowledged), its reference profile under a new key,
+        the meta entry that marks the window closed and names that profile, then tombstones.
+        A crash between any two leaves a state from which the window is either still open
+        (and re-emitted identically, with the old reference still in place) or closed with
+        only stale entries left, which :meth:`restore` deletes.
+        """
         actions: list[Action] = []
         meta = agent.meta
+        last_meta_index = -1
         while (candidate := self._next_candidate(agent)) is not None:
             start, window_ms, window = candidate
             due = self._due(start, window_ms)
@@ -380,23 +391,37 @@ class WindowManager:
             if not (by_stream or by_wall):
                 break
             actions.append(EmitRecord(self._record(agent, start, window_ms, window), due))
+            meta.next_window_ms = start + window_ms
+            stale: list[bytes] = []
             if window is not None:
-                actions.extend(DeleteState(key) for key in window.delta_keys)
                 del agent.open[start]
                 meta.windows.pop(start, None)
                 meta.last_data_end_ms = start + window_ms
+                stale = window.delta_keys
                 if window.state.rows_seen > 0:
+                    if meta.reference_window_ms is not None:
+                        stale = [
+                            reference_key(self.partition, meta.agent_id, meta.reference_window_ms),
+                            *stale,
+                        ]
                     agent.reference = ReferenceProfile.from_window(window.state)
+                    meta.reference_window_ms = start
                     actions.append(
                         PutState(
-                            reference_key(self.partition, meta.agent_id),
+                            reference_key(self.partition, meta.agent_id, start),
                             agent.reference.to_bytes(),
                         )
                     )
-            meta.next_window_ms = start + window_ms
-        if actions:
-            meta.handled_offset = offset
+            last_meta_index = len(actions)
             actions.append(PutState(meta_key(self.partition, meta.agent_id), _meta(agent)))
+            actions.extend(DeleteState(key) for key in stale)
+        if last_meta_index >= 0:
+            # Only the last meta write of the batch says the whole message was handled: a
+            # replay after a crash in between closes the remaining windows again.
+            meta.handled_offset = offset
+            actions[last_meta_index] = PutState(
+                meta_key(self.partition, meta.agent_id), _meta(agent)
+            )
         return actions
 
     def _record(
