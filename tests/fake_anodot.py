@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -89,6 +90,13 @@ class RequestLog:
     fault: str | None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that time out or get killed reset their connections: expected here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class FakeAnodot:
     def __init__(self, token: str = "test-token", max_points: int = 1000) -> None:
         self.token = token
@@ -100,7 +108,7 @@ class FakeAnodot:
         self._accepted: list[AcceptedPoint] = []
         self._requests: list[RequestLog] = []
         self._request_ids = itertools.count()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -157,6 +157,8 @@ class AnodotSink:
             self._dead_letter_point({"anodot_point": item.body}, item.key, reason, item.source)
         self.stats.points_accepted += len(batch) - len(report.rejected)
         self._tracker.resolve(len(batch))
+        # Commit after every request: a crash then re-sends at most the records in flight.
+        self._commit(asynchronous=True)
 
     def _dead_letter_point(
         self, document: dict[str, Any], key: bytes | None, reason: str, source: SourceRef

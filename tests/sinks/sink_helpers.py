@@ -1,0 +1,147 @@
+"""Shared helpers of the sink tests: metric records, producing them, running sink processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from mlwatcher.metrics import Point
+from mlwatcher.schemas import MetricRecord
+from mlwatcher.sinks.anodot_format import to_anodot_point
+
+WINDOW_MS = 60_000
+BASE_MS = 1_764_374_400_000  # 2025-11-29T00:00:00Z
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_record(agent: str, window: int, n_points: int) -> MetricRecord:
+    """A record whose points are distinct series (``feat_name`` j) with a traceable value."""
+    start = BASE_MS + window * WINDOW_MS
+    points = [
+        Point(
+            "feature_value",
+            "gauge",
+            float(window * 1000 + j),
+            feat_name=f"f{j}",
+            stat="mean",
+            extra={"src": "test"} if j % 3 == 0 else {},
+        )
+        for j in range(n_points)
+    ]
+    return MetricRecord(
+        agent_id=agent,
+        window_start_ms=start,
+        window_end_ms=start + WINDOW_MS,
+        rows_seen=100 + window,
+        rows_sampled=50,
+        points=points,
+        batches=3,
+    )
+
+
+def make_records(agents: Sequence[str], windows: int, n_points: int) -> list[MetricRecord]:
+    return [make_record(a, w, n_points) for w in range(windows) for a in agents]
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Sequence[MetricRecord],
+    partitions: int,
+    extra_values: Sequence[tuple[int, bytes]] = (),
+) -> None:
+    """Produce records, each agent to one partition (so a series stays in order), plus
+    raw ``(partition, bytes)`` values (e.g. garbage)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    agents = sorted({r.agent_id for r in records})
+    for record in records:
+        partition = agents.index(record.agent_id) % partitions
+        producer.produce(topic, value=record.encode(), key=record.key, partition=partition)
+        producer.poll(0)
+    for partition, value in extra_values:
+        producer.produce(topic, value=value, key=b"garbage", partition=partition)
+    assert producer.flush(30) == 0
+
+
+def expected_series_points(records: Sequence[MetricRecord]) -> set[tuple[object, int, float]]:
+    """(series, timestamp, value) of every Anodot point the records should produce."""
+    expected = set()
+    for record in records:
+        for point in record.points:
+            body = to_anodot_point(record.agent_id, record.window_start_ms, point)
+            series = tuple(sorted(body["properties"].items()))
+            expected.add((series, body["timestamp"], body["value"]))
+    return expected
+
+
+def read_dead_letters(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"dlq-reader-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                messages.append(message)
+        # a little longer, to catch unexpected extra messages
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                messages.append(message)
+    finally:
+        consumer.close()
+    return messages
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return [tp.offset for tp in tps]
+    finally:
+        consumer.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def mlwatcher_command(*args: str) -> list[str]:
+    """``python -m mlwatcher ...`` when the package has a __main__, else the same via -c."""
+    if (REPO / "mlwatcher" / "__main__.py").exists():
+        return [sys.executable, "-m", "mlwatcher", *args]
+    return [sys.executable, "-c", "from mlwatcher.cli import main; main()", *args]
+
+
+def start_sink(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    handle = open(log_path, "ab")  # noqa: SIM115 - closed by the caller via the process
+    return subprocess.Popen(
+        mlwatcher_command(*args),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
+
+
+# Short session timeout: a killed sink's partitions are reassigned quickly.
+FAST_GROUP = ["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"]
