@@ -57,10 +57,10 @@ def update_throughput(
 
 
 def _filled_state(
-    rows: int, n_features: int, n_classes: int = 10, dtype: type = np.float32
+    rows: int, n_features: int, n_classes: int = 10, dtype: type = np.float32, seed: int = 1
 ) -> WindowState:
     """A window whose reservoir holds ``rows`` rows; features like MNIST pixels in [0, 1]."""
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     state = WindowState(n_classes, rows, n_features, seed=2)
     probs = rng.dirichlet(np.ones(n_classes) * 0.3, size=rows)
     feats = rng.random((rows, n_features)).astype(dtype).astype(np.float64)

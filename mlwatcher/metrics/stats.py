@@ -26,13 +26,16 @@ class SortedSeries:
         counts = finite.sum(axis=1)
         if counts.size and counts.min() < matrix.shape[1]:
             matrix = np.where(finite, matrix, np.nan)  # inf -> NaN so sort puts it last
-        return cls(_exact_sort(matrix), counts)
+        return cls(
+            _exact_sort(matrix, has_nan=bool(counts.size and counts.min() < matrix.shape[1])),
+            counts,
+        )
 
     def row(self, j: int) -> np.ndarray:
         return self.sorted[j, : self.counts[j]]
 
 
-def _exact_sort(matrix: np.ndarray) -> np.ndarray:
+def _exact_sort(matrix: np.ndarray, has_nan: bool) -> np.ndarray:
     """Sort each row; through float32 when that loses nothing (about twice as fast).
 
     Features usually arrive as float32 on the wire; their float64 copies convert back and
@@ -41,7 +44,12 @@ def _exact_sort(matrix: np.ndarray) -> np.ndarray:
     if matrix.dtype == np.float64 and matrix.size > 4096:
         with np.errstate(over="ignore"):
             narrow = matrix.astype(np.float32)
-        if np.array_equal(narrow, matrix, equal_nan=True):
+        same = (
+            np.array_equal(narrow, matrix, equal_nan=True)
+            if has_nan
+            else bool((narrow == matrix).all())
+        )
+        if same:
             return np.sort(narrow, axis=1).astype(np.float64)
     return np.sort(matrix, axis=1)
 
