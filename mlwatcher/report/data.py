@@ -40,7 +40,7 @@ def load_metrics(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise ReportDataError(f"metrics path {path} does not exist")
     try:
-        dataset = ds.dataset(path, format="parquet", partitioning="hive")
+        dataset = ds.dataset(path, format="parquet", partitioning=hive_partitioning())
         table = dataset.to_table()
     except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid, a ValueError
         raise ReportDataError(f"cannot read Parquet metrics under {path}: {error}") from error
@@ -52,6 +52,12 @@ def load_metrics(path: str | Path) -> pd.DataFrame:
             f"with at least {list(REQUIRED_COLUMNS)}"
         )
     return normalise(frame)
+
+
+def hive_partitioning() -> ds.PartitioningFactory:
+    """``agent_id=.../date=...`` directories, read as dictionaries: the Parquet sink stores
+    ``agent_id`` dictionary-encoded inside its files too, and the two must merge."""
+    return ds.HivePartitioning.discover(infer_dictionary=True)
 
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:
