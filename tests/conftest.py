@@ -14,6 +14,7 @@ are marked ``kafka`` automatically, so ``pytest -m "not kafka"`` runs the rest.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -57,8 +58,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.line(reason, red=True, bold=True)
 
 
+@functools.cache
 def _apache_kafka_unavailable_reason() -> str | None:
-    """Why Apache Kafka cannot run here (no Java, jars not fetchable), or None."""
+    """Why Apache Kafka cannot run here (no Java, jars not fetchable), or None.
+
+    Asked once per session: a failed Maven fetch is slow and will not succeed on retry.
+    """
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         return "no Java on PATH"
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,10 @@ DEFAULT_KAFKA_VERSION = "4.1.2"
 # the slf4j 2 binding, so the API is pinned to 2.x here alongside the log4j2 binding.
 LOG4J_VERSION = "2.25.3"
 SLF4J_VERSION = "2.0.17"
+# Pinned: without a version Maven 3.8 falls back to the 2014 plugin 2.8.
+_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 _MARKER = ".complete"
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAVEN_TIMEOUT_SECONDS = 600.0
 
 
@@ -89,6 +93,19 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _maven_errors(output: str) -> str:
+    """Maven's specific [ERROR] lines, without its generic 'how to debug' advice."""
+    generic = ("re-run maven", "to see the full stack trace", "for more information", "[help 1]")
+    output = _ANSI_ESCAPE.sub("", output)
+    errors = [
+        line.removeprefix("[ERROR]").strip()
+        for line in output.splitlines()
+        if line.startswith("[ERROR]")
+    ]
+    specific = [line for line in errors if line and not line.lower().startswith(generic)]
+    return "\n".join(specific[:5]) or output.strip()[-2000:]
+
+
 def ensure_kafka_jars(version: str | None = None) -> Path:
     """Return the directory holding the broker's jars, fetching them first if needed.
 
@@ -119,9 +136,12 @@ def _fetch(version: str, libs: Path) -> None:
         maven,
         "-q",
         "-B",
+        "-Dstyle.color=never",
+        # Retry even if an earlier failure (e.g. offline) was cached in ~/.m2.
+        "-U",
         "-f",
         str(project_dir / "pom.xml"),
-        "dependency:copy-dependencies",
+        f"{_DEPENDENCY_PLUGIN}:copy-dependencies",
         f"-DoutputDirectory={staging}",
         "-DincludeScope=runtime",
     ]
@@ -141,10 +161,9 @@ def _fetch(version: str, libs: Path) -> None:
         ) from error
     if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
         shutil.rmtree(staging, ignore_errors=True)
-        output = (result.stdout + result.stderr).strip().splitlines()[-30:]
         raise KafkaJarFetchError(
             f"Maven could not fetch org.apache.kafka:kafka_2.13:{version} (exit code "
-            f"{result.returncode}); last output:\n" + "\n".join(output)
+            f"{result.returncode}): {_maven_errors(result.stdout + result.stderr)}"
         )
     (staging / _MARKER).write_text(f"org.apache.kafka:kafka_2.13:{version}\n")
     shutil.rmtree(libs, ignore_errors=True)
