@@ -19,7 +19,6 @@ SUBCOMMANDS: dict[str, str] = {
     "reference": "mlwatcher.metrics.cli:reference",
     "demo": "mlwatcher.demo.cli:demo",
     "report": "mlwatcher.report.cli:report",
-    "produce-example": "mlwatcher.producer.cli:produce_example",
 }
 
 
