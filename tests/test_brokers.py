@@ -7,6 +7,8 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -164,9 +166,15 @@ def test_restart_with_persistent_log_dir_keeps_messages(
     assert not broker.is_running()
     with pytest.raises(BrokerUnavailableError):
         wait_for_broker(bootstrap, timeout=1.0)
+    # A producer that keeps going while the broker is down delivers once it is back.
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "log_level": 0})
+    queued = [(i % 2, f"late{i}".encode(), f"while-down-{i}".encode()) for i in range(50)]
+    for partition, key, value in queued:
+        producer.produce("durable", value=value, key=key, partition=partition)
+    assert producer.flush(0.5) == len(queued), "nothing can be delivered while down"
     broker.start()
-    more = _produce(bootstrap, "durable", 50, partitions=2)
-    _assert_same_per_partition(sent + more, _consume(bootstrap, "durable", len(sent) + 50))
+    assert producer.flush(30) == 0
+    _assert_same_per_partition(sent + queued, _consume(bootstrap, "durable", len(sent) + 50))
 
 
 def test_a_second_broker_object_reopens_a_persistent_log_dir(
@@ -220,7 +228,7 @@ def test_closed_broker_cannot_start_again() -> None:
 
 
 def test_unfetchable_kafka_version_raises_a_clear_error(
-    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLWATCHER_CACHE_DIR", str(tmp_path))
     with pytest.raises(KafkaJarFetchError, match=r"kafka_2\.13:0\.0\.1-no-such-version"):
@@ -271,3 +279,21 @@ def test_aiokafka_produces_and_consumes_with_a_group(
         return received
 
     assert sorted(asyncio.run(scenario())) == sorted(values)
+
+
+def test_concurrent_fetches_share_one_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLWATCHER_CACHE_DIR", str(tmp_path))
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            results = list(pool.map(lambda _: ensure_kafka_jars(), range(3)))
+    except KafkaJarFetchError as error:
+        pytest.skip(f"Maven cannot fetch here: {error}")
+    assert len(set(results)) == 1
+    libs = results[0]
+    assert (libs / ".complete").is_file()
+    assert any(libs.glob("kafka_2.13-*.jar"))
+    assert any(libs.glob("log4j-slf4j2-impl-*.jar"))
+    # Only the final directory remains: no half-filled staging directories left behind.
+    assert sorted(p.name for p in libs.parent.iterdir() if p.is_dir()) == ["libs"]
