@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -27,10 +26,9 @@ import pytest
 from mlwatcher.brokers import (
     ApacheKafkaBroker,
     BrokerError,
-    KafkaJarFetchError,
     ManagedBroker,
     TansuBroker,
-    ensure_kafka_jars,
+    apache_kafka_unavailable_reason,
 )
 from mlwatcher.kafka_admin import create_topics, delete_topics, wait_for_broker
 
@@ -60,17 +58,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @functools.cache
 def _apache_kafka_unavailable_reason() -> str | None:
-    """Why Apache Kafka cannot run here (no Java, jars not fetchable), or None.
-
-    Asked once per session: a failed Maven fetch is slow and will not succeed on retry.
-    """
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        return "no Java on PATH"
-    try:
-        ensure_kafka_jars()
-    except KafkaJarFetchError as error:
-        return str(error)
-    return None
+    # Asked once per session: a failed Maven fetch is slow and will not succeed on retry.
+    return apache_kafka_unavailable_reason()
 
 
 @pytest.fixture(scope="session")

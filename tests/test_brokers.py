@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, Producer
@@ -21,6 +24,7 @@ from mlwatcher.brokers import (
     TansuBroker,
     ensure_kafka_jars,
     free_port,
+    local_broker,
 )
 from mlwatcher.kafka_admin import (
     BrokerUnavailableError,
@@ -297,3 +301,43 @@ def test_concurrent_fetches_share_one_download(
     assert any(libs.glob("log4j-slf4j2-impl-*.jar"))
     # Only the final directory remains: no half-filled staging directories left behind.
     assert sorted(p.name for p in libs.parent.iterdir() if p.is_dir()) == ["libs"]
+
+
+def test_broker_dies_with_its_parent_process() -> None:
+    """A parent that crashes (SIGKILL, no cleanup) must not leave an orphan broker."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from mlwatcher.brokers import TansuBroker;"
+            "broker = TansuBroker().start(); print(broker.pid, flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        broker_pid = int(parent.stdout.readline())
+        assert psutil.pid_exists(broker_pid)
+    finally:
+        parent.kill()
+        parent.wait(10)
+    deadline = time.monotonic() + 10
+    while _process_alive(broker_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _process_alive(broker_pid), f"broker pid {broker_pid} outlived its parent"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        # An orphan that was killed but not yet reaped by init is a zombie: dead.
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_local_broker_choice() -> None:
+    assert isinstance(local_broker("tansu"), TansuBroker)
+    assert isinstance(local_broker("apache-kafka"), ApacheKafkaBroker)
+    with pytest.raises(ValueError, match="broker choice must be"):
+        local_broker("zookeeper")  # type: ignore[arg-type]

@@ -11,15 +11,19 @@ Both share one interface: context manager, ``start()``, ``stop()``, ``kill()``,
 
 from mlwatcher.brokers._process import BrokerError, ManagedBroker, free_port
 from mlwatcher.brokers.apache_kafka import ApacheKafkaBroker
+from mlwatcher.brokers.choice import BrokerChoice, apache_kafka_unavailable_reason, local_broker
 from mlwatcher.brokers.kafka_jars import KafkaJarFetchError, ensure_kafka_jars
 from mlwatcher.brokers.tansu import TansuBroker
 
 __all__ = [
     "ApacheKafkaBroker",
+    "BrokerChoice",
     "BrokerError",
     "KafkaJarFetchError",
     "ManagedBroker",
     "TansuBroker",
+    "apache_kafka_unavailable_reason",
     "ensure_kafka_jars",
     "free_port",
+    "local_broker",
 ]
