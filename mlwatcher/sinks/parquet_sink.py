@@ -11,6 +11,7 @@ after crashes and restarts.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,6 +74,9 @@ class ParquetSink:
         self.stats = ParquetSinkStats()
         self._schema = load_schema("metric_record")
         self._buffers: dict[tuple[str, int], _PartitionBuffer] = {}
+        # Fault injection for the crash tests: widen the gap between "files durable" and
+        # "offsets committed", where a crash leaves uncommitted files behind.
+        self._commit_delay = float(os.environ.get("MLWATCHER_PARQUET_TEST_COMMIT_DELAY", "0"))
         self._callback_error: BaseException | None = None
         self._consumer: Consumer = make_consumer(
             config.bootstrap_servers, config.group_id, config.kafka_options
@@ -139,6 +143,8 @@ class ParquetSink:
         if group is None:
             group = buffer.groups[directory] = ColumnBuffer(record["agent_id"])
         group.add_record(record)
+        if buffer.bytes >= self.config.roll_bytes:
+            self._flush([(topic, partition)])
 
     def _roll_due(self) -> None:
         now = time.monotonic()
@@ -170,6 +176,8 @@ class ParquetSink:
             offsets[key] = buffer.last_offset + 1
         if offsets:
             self._dead_letters.flush()
+            if self._commit_delay:
+                time.sleep(self._commit_delay)
             commit_offsets(self._consumer, offsets, asynchronous=False)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
