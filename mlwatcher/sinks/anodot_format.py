@@ -20,6 +20,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from mlwatcher.metrics import Point
@@ -50,14 +51,17 @@ class RejectedPoint:
     reason: str
 
 
+@lru_cache(maxsize=65536)  # property names and values repeat in every window
 def sanitize(text: str, max_length: int) -> str:
     """ASCII-only, ``.``/whitespace/control characters -> ``_``, cut to ``max_length``.
 
     Accents are folded first (``é`` -> ``e``) so readable names stay readable; an empty
     result becomes ``_`` because Anodot refuses empty properties.
     """
-    folded = unicodedata.normalize("NFKD", text)
-    folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
+    folded = text
+    if not text.isascii():
+        folded = unicodedata.normalize("NFKD", text)
+        folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
     cleaned = _UNSAFE.sub("_", folded)[:max_length]
     return cleaned or "_"
 
