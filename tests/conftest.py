@@ -36,7 +36,15 @@ BrokerKind = Literal["apache-kafka", "tansu", "external"]
 TopicFactory = Callable[..., str]
 UniqueTopics = Callable[[Mapping[str, int]], dict[str, str]]
 
-_BROKER_FIXTURES = {"kafka_bootstrap", "kafka_broker", "topic_factory", "unique_topics"}
+_BROKER_FIXTURES = {
+    "kafka_bootstrap",
+    "kafka_broker",
+    "kafka_broker_kind",
+    "fresh_kafka_broker",
+    "tansu_broker",
+    "topic_factory",
+    "unique_topics",
+}
 _fallback_reason: list[str] = []
 
 

@@ -106,7 +106,7 @@ class ManagedBroker(abc.ABC):
         self.port = port if port is not None else free_port(host)
         self.startup_timeout = startup_timeout
         self.die_with_parent = die_with_parent
-        self.work_dir = Path(tempfile.mkdtemp(prefix=f"mlwatcher-{self.kind}-"))
+        self._work_dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._output: IO[bytes] | None = None
         self._lock = threading.Lock()
@@ -133,6 +133,13 @@ class ManagedBroker(abc.ABC):
         return self.output_file
 
     # ------------------------------------------------------------------- public API
+    @property
+    def work_dir(self) -> Path:
+        """Temporary directory with the broker's config and logs, made on first use."""
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix=f"mlwatcher-{self.kind}-"))
+        return self._work_dir
+
     @property
     def bootstrap_servers(self) -> str:
         """``host:port`` string for Kafka clients."""
@@ -194,7 +201,11 @@ class ManagedBroker(abc.ABC):
         self._remove_temporary_files()
 
     def __enter__(self) -> Self:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # __exit__ is not called when __enter__ raises
+            raise
 
     def __exit__(
         self,
@@ -210,7 +221,8 @@ class ManagedBroker(abc.ABC):
 
     # -------------------------------------------------------------------- internals
     def _remove_temporary_files(self) -> None:
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
 
     def _launch(self) -> None:
         self._output = self.output_file.open("ab")

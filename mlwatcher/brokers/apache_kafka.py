@@ -130,17 +130,20 @@ class ApacheKafkaBroker(ManagedBroker):
         self.version = version or kafka_version()
         self.controller_port = controller_port or free_port(self.host)
         self._owns_log_dir = log_dir is None
-        self.log_dir = (
-            Path(tempfile.mkdtemp(prefix="mlwatcher-kafka-data-"))
-            if log_dir is None
-            else Path(log_dir).expanduser().resolve()
-        )
+        self._log_dir = None if log_dir is None else Path(log_dir).expanduser().resolve()
         self.extra_settings = dict(extra_settings or {})
         self.jvm_options = tuple(jvm_options) if jvm_options is not None else DEFAULT_JVM_OPTIONS
         self.log_level = log_level
         self.class_data_sharing = class_data_sharing
         self._libs: Path | None = None
         self._archive_in_progress: Path | None = None
+
+    @property
+    def log_dir(self) -> Path:
+        """Kafka's data directory (a temporary one is made on first use)."""
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="mlwatcher-kafka-data-"))
+        return self._log_dir
 
     @property
     def log_file(self) -> Path:
@@ -258,5 +261,5 @@ class ApacheKafkaBroker(ManagedBroker):
 
     def _remove_temporary_files(self) -> None:
         super()._remove_temporary_files()
-        if self._owns_log_dir:
-            shutil.rmtree(self.log_dir, ignore_errors=True)
+        if self._owns_log_dir and self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
