@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import subprocess
 import sys
@@ -310,14 +311,16 @@ def test_broker_dies_with_its_parent_process() -> None:
             sys.executable,
             "-c",
             "import time; from mlwatcher.brokers import TansuBroker;"
-            "broker = TansuBroker().start(); print(broker.pid, flush=True); time.sleep(120)",
+            "broker = TansuBroker().start();"
+            "print(broker.pid, broker.work_dir, flush=True); time.sleep(120)",
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert parent.stdout is not None
-        broker_pid = int(parent.stdout.readline())
+        pid_text, work_dir = parent.stdout.readline().split()
+        broker_pid = int(pid_text)
         assert psutil.pid_exists(broker_pid)
     finally:
         parent.kill()
@@ -326,6 +329,7 @@ def test_broker_dies_with_its_parent_process() -> None:
     while _process_alive(broker_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _process_alive(broker_pid), f"broker pid {broker_pid} outlived its parent"
+    shutil.rmtree(work_dir)  # the killed parent had no chance to clean up
 
 
 def _process_alive(pid: int) -> bool:
