@@ -154,8 +154,15 @@ class MetricRecord:
 
     @property
     def key(self) -> bytes:
-        """Kafka key: identical for a record re-emitted after a crash, so sinks can de-duplicate."""
-        return f"{self.agent_id}|{self.window_start_ms}".encode()
+        """Kafka key: the agent, so all of an agent's records share one partition and sinks see
+        its windows in order. A re-emitted record has the same key and content; de-duplicate on
+        ``window_id``."""
+        return self.agent_id.encode()
+
+    @property
+    def window_id(self) -> str:
+        """Identifies the window: ``agent_id|window_start_ms``."""
+        return f"{self.agent_id}|{self.window_start_ms}"
 
     def to_avro(self) -> dict[str, Any]:
         return {

@@ -64,7 +64,8 @@ def test_metric_record_round_trip() -> None:
     )
     decoded = MetricRecord.decode(record.encode())
     assert decoded == record
-    assert record.key == b"a|60000"
+    assert record.key == b"a"
+    assert record.window_id == "a|60000"
 
 
 def test_message_starts_with_single_object_header() -> None:
