@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from benchmarks._common import local_kafka, print_table
 from mlwatcher.kafka_admin import create_topics
 from mlwatcher.metrics import Point
-from mlwatcher.schemas import MetricRecord, decode, load_schema
+from mlwatcher.schemas import MetricRecord
 from mlwatcher.sinks.parquet_format import ColumnBuffer
 from mlwatcher.sinks.parquet_sink import ParquetSink, ParquetSinkConfig
 from mlwatcher.sinks.shutdown import Shutdown
@@ -72,14 +72,13 @@ def _run_until(sink_run, shutdown: Shutdown, done) -> float:  # type: ignore[no-
 
 
 def bench_decode(values: list[bytes]) -> dict[str, float]:
-    schema = load_schema("metric_record")
     start = time.perf_counter()
-    decoded = [decode(schema, v) for v in values]
+    decoded = [MetricRecord.decode_columns(v) for v in values]
     decode_s = time.perf_counter() - start
     start = time.perf_counter()
     buffer = ColumnBuffer("agent")
-    for record in decoded:
-        buffer.add_record(record)
+    for header, points in decoded:
+        buffer.add_record(header, points)
     buffer.to_table()
     columns_s = time.perf_counter() - start
     points = len(values) * POINTS_PER_RECORD

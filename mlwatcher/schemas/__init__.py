@@ -2,9 +2,11 @@
 
 from mlwatcher.schemas.codec import SchemaDecodeError, decode, encode, load_schema
 from mlwatcher.schemas.messages import MetricRecord, PredictionBatch
+from mlwatcher.schemas.point_columns import PointColumns
 
 __all__ = [
     "MetricRecord",
+    "PointColumns",
     "PredictionBatch",
     "SchemaDecodeError",
     "decode",

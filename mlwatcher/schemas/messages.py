@@ -9,6 +9,7 @@ import numpy as np
 
 from mlwatcher.metrics.points import Point
 from mlwatcher.schemas.codec import SchemaDecodeError, decode, encode, load_schema
+from mlwatcher.schemas.point_columns import PointColumns
 
 _DTYPES = {"FLOAT32": np.dtype("<f4"), "FLOAT64": np.dtype("<f8")}
 _DTYPE_NAMES = {value: key for key, value in _DTYPES.items()}
@@ -165,6 +166,9 @@ class MetricRecord:
         return f"{self.agent_id}|{self.window_start_ms}"
 
     def to_avro(self) -> dict[str, Any]:
+        return {**self._header(), "points": PointColumns.from_points(self.points).to_avro()}
+
+    def _header(self) -> dict[str, Any]:
         return {
             "agent_id": self.agent_id,
             "model_version": self.model_version,
@@ -173,18 +177,6 @@ class MetricRecord:
             "rows_seen": int(self.rows_seen),
             "rows_sampled": int(self.rows_sampled),
             "batches": int(self.batches),
-            "points": [
-                {
-                    "what": p.what,
-                    "target_type": p.target_type,
-                    "value": float(p.value),
-                    "class_name": p.class_name,
-                    "feat_name": p.feat_name,
-                    "stat": p.stat,
-                    "extra": dict(p.extra),
-                }
-                for p in self.points
-            ],
         }
 
     def encode(self) -> bytes:
@@ -192,29 +184,17 @@ class MetricRecord:
 
     @classmethod
     def decode(cls, message: bytes) -> MetricRecord:
+        header, columns = cls.decode_columns(message)
+        return cls(points=columns.to_points(), **header)
+
+    @staticmethod
+    def decode_columns(message: bytes) -> tuple[dict[str, Any], PointColumns]:
+        """Fast path for bulk consumers: the record's fields and its points as columns."""
         record = decode(load_schema("metric_record"), message)
-        points = [
-            Point(
-                what=p["what"],
-                target_type=p["target_type"],
-                value=p["value"],
-                class_name=p["class_name"],
-                feat_name=p["feat_name"],
-                stat=p["stat"],
-                extra=p["extra"],
-            )
-            for p in record["points"]
-        ]
-        return cls(
-            agent_id=record["agent_id"],
-            model_version=record["model_version"],
-            window_start_ms=_epoch_ms(record["window_start_ms"]),
-            window_end_ms=_epoch_ms(record["window_end_ms"]),
-            rows_seen=record["rows_seen"],
-            rows_sampled=record["rows_sampled"],
-            batches=record["batches"],
-            points=points,
-        )
+        columns = PointColumns.from_avro(record.pop("points"))
+        record["window_start_ms"] = _epoch_ms(record["window_start_ms"])
+        record["window_end_ms"] = _epoch_ms(record["window_end_ms"])
+        return record, columns
 
 
 def _epoch_ms(value: Any) -> int:

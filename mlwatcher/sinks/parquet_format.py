@@ -8,14 +8,16 @@ DuckDB all read as a plain string (DuckDB: ``extra->>'value'``).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pyarrow as pa
+
+from mlwatcher.schemas.point_columns import TARGET_TYPES, PointColumns, concat
 
 SCHEMA = pa.schema(
     [
@@ -73,69 +75,72 @@ def epoch_ms(value: Any) -> int:
     return round(value.timestamp() * 1000)
 
 
-def _extra_json(extra: dict[str, str]) -> str:
-    return json.dumps(extra, sort_keys=True, separators=(",", ":")) if extra else "{}"
-
-
 @dataclass
 class ColumnBuffer:
-    """Columns of the rows of one agent and one UTC day, filled record by record."""
+    """The points of one agent and one UTC day, gathered record by record as columns."""
 
     agent_id: str
-    window_start: list[int] = field(default_factory=list)
-    window_end: list[int] = field(default_factory=list)
-    what: list[str] = field(default_factory=list)
-    class_name: list[str | None] = field(default_factory=list)
-    feat_name: list[str | None] = field(default_factory=list)
-    stat: list[str | None] = field(default_factory=list)
-    target_type: list[str] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-    rows_seen: list[int] = field(default_factory=list)
-    rows_sampled: list[int] = field(default_factory=list)
+    parts: list[PointColumns] = field(default_factory=list)
+    window_start: list[np.ndarray] = field(default_factory=list)
+    window_end: list[np.ndarray] = field(default_factory=list)
+    rows_seen: list[np.ndarray] = field(default_factory=list)
+    rows_sampled: list[np.ndarray] = field(default_factory=list)
     model_version: list[str] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.value)
+        return sum(self.counts)
 
-    def add_record(self, record: dict[str, Any]) -> int:
-        """Append the points of one decoded metric record (fastavro dict); returns rows added."""
-        points = record["points"]
+    def add_record(self, header: dict[str, Any], points: PointColumns) -> int:
+        """Append the points of one decoded metric record; returns rows added."""
         n = len(points)
         if n == 0:
             return 0
-        self.window_start.extend([epoch_ms(record["window_start_ms"])] * n)
-        self.window_end.extend([epoch_ms(record["window_end_ms"])] * n)
-        self.rows_seen.extend([record["rows_seen"]] * n)
-        self.rows_sampled.extend([record["rows_sampled"]] * n)
-        self.model_version.extend([record["model_version"]] * n)
-        self.what.extend([p["what"] for p in points])
-        self.class_name.extend([p["class_name"] for p in points])
-        self.feat_name.extend([p["feat_name"] for p in points])
-        self.stat.extend([p["stat"] for p in points])
-        self.target_type.extend([p["target_type"] for p in points])
-        self.value.extend([p["value"] for p in points])
-        self.extra.extend([_extra_json(p["extra"]) for p in points])
+        self.parts.append(points)
+        self.counts.append(n)
+        self.window_start.append(np.full(n, epoch_ms(header["window_start_ms"]), np.int64))
+        self.window_end.append(np.full(n, epoch_ms(header["window_end_ms"]), np.int64))
+        self.rows_seen.append(np.full(n, header["rows_seen"], np.int64))
+        self.rows_sampled.append(np.full(n, header["rows_sampled"], np.int64))
+        self.model_version.append(header["model_version"])
         return n
 
     def to_table(self) -> pa.Table:
         n = len(self)
+        points = concat(self.parts)
         agent = pa.DictionaryArray.from_arrays(
-            pa.array([0] * n, pa.int32()), pa.array([self.agent_id], pa.string())
+            pa.array(np.zeros(n, np.int32)), pa.array([self.agent_id], pa.string())
         )
+        versions = sorted(set(self.model_version))
+        version_index = np.repeat(
+            [versions.index(v) for v in self.model_version], self.counts
+        ).astype(np.int32)
+        strings = pa.array(points.strings, pa.string())
+
+        def text(indices: np.ndarray) -> pa.Array:
+            # Dictionary-decoding in Arrow's C++ is far faster than building Python strings.
+            return pa.DictionaryArray.from_arrays(
+                pa.array(indices, pa.int32(), mask=indices < 0), strings
+            ).dictionary_decode()
+
+        extra = text(points.extra).fill_null("{}")
         columns = [
             agent,
-            pa.array(self.window_start, SCHEMA.field("window_start").type),
-            pa.array(self.window_end, SCHEMA.field("window_end").type),
-            pa.array(self.what, pa.string()),
-            pa.array(self.class_name, pa.string()),
-            pa.array(self.feat_name, pa.string()),
-            pa.array(self.stat, pa.string()),
-            pa.array(self.target_type, pa.string()),
-            pa.array(self.value, pa.float64()),
-            pa.array(self.extra, pa.string()),
-            pa.array(self.rows_seen, pa.int64()),
-            pa.array(self.rows_sampled, pa.int64()),
-            pa.array(self.model_version, pa.string()),
+            pa.array(np.concatenate(self.window_start), SCHEMA.field("window_start").type),
+            pa.array(np.concatenate(self.window_end), SCHEMA.field("window_end").type),
+            text(points.what),
+            text(points.class_name),
+            text(points.feat_name),
+            text(points.stat),
+            pa.DictionaryArray.from_arrays(
+                pa.array(points.target_type.astype(np.int32)), pa.array(list(TARGET_TYPES))
+            ).dictionary_decode(),
+            pa.array(points.value, pa.float64()),
+            extra,
+            pa.array(np.concatenate(self.rows_seen), pa.int64()),
+            pa.array(np.concatenate(self.rows_sampled), pa.int64()),
+            pa.DictionaryArray.from_arrays(
+                pa.array(version_index), pa.array(versions, pa.string())
+            ).dictionary_decode(),
         ]
         return pa.Table.from_arrays(columns, schema=SCHEMA)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_INVALID, Consumer, Message, TopicPartition
 
-from mlwatcher.schemas import SchemaDecodeError, decode, load_schema
+from mlwatcher.schemas import MetricRecord, SchemaDecodeError
 from mlwatcher.sinks.kafka_io import DeadLetterWriter, SourceRef, commit_offsets, make_consumer
 from mlwatcher.sinks.parquet_files import remove_uncommitted, write_atomically
-from mlwatcher.sinks.parquet_format import ColumnBuffer, FileRange, epoch_ms, partition_dir
+from mlwatcher.sinks.parquet_format import ColumnBuffer, FileRange, partition_dir
 from mlwatcher.sinks.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,6 @@ class ParquetSink:
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.stats = ParquetSinkStats()
-        self._schema = load_schema("metric_record")
         self._buffers: dict[tuple[str, int], _PartitionBuffer] = {}
         # Fault injection for the crash tests: widen the gap between "files durable" and
         # "offsets committed", where a crash leaves uncommitted files behind.
@@ -131,18 +130,18 @@ class ParquetSink:
         buffer.last_offset = offset
         buffer.bytes += len(value)
         try:
-            record = decode(self._schema, value)
+            header, points = MetricRecord.decode_columns(value)
         except SchemaDecodeError as decode_error:
             self._dead_letters.send(
                 value, message.key(), str(decode_error), SourceRef(topic, partition, offset)
             )
             self.stats.records_dead_lettered += 1
             return
-        directory = partition_dir(record["agent_id"], epoch_ms(record["window_start_ms"]))
+        directory = partition_dir(header["agent_id"], header["window_start_ms"])
         group = buffer.groups.get(directory)
         if group is None:
-            group = buffer.groups[directory] = ColumnBuffer(record["agent_id"])
-        group.add_record(record)
+            group = buffer.groups[directory] = ColumnBuffer(header["agent_id"])
+        group.add_record(header, points)
         if buffer.bytes >= self.config.roll_bytes:
             self._flush([(topic, partition)])
 

@@ -1,10 +1,20 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from mlwatcher.metrics.points import Point
-from mlwatcher.schemas import MetricRecord, PredictionBatch, SchemaDecodeError, load_schema
+from mlwatcher.schemas import (
+    MetricRecord,
+    PointColumns,
+    PredictionBatch,
+    SchemaDecodeError,
+    encode,
+    load_schema,
+)
+from mlwatcher.schemas.point_columns import concat
 
 
 def sample_batch() -> PredictionBatch:
@@ -98,3 +108,59 @@ def test_truncated_message_gives_a_decode_error(cut: int) -> None:
 def test_not_avro_at_all() -> None:
     with pytest.raises(SchemaDecodeError, match="not an Avro single-object message"):
         PredictionBatch.decode(b'{"json": true}')
+
+
+def many_points(n: int = 300) -> list[Point]:
+    rng = np.random.default_rng(3)
+    points = []
+    for i in range(n):
+        points.append(
+            Point(
+                what=["feature_value", "prediction_count", "confusion_count"][i % 3],
+                target_type=["gauge", "counter"][i % 2],
+                value=float(rng.normal()),
+                class_name=None if i % 4 else f"class_{i % 7}",
+                feat_name=None if i % 5 else f"f{i % 11}",
+                stat=None if i % 3 else "mean",
+                extra={} if i % 6 else {"pred_class": f"class_{i % 5}", "average": "x"},
+            )
+        )
+    return points
+
+
+def test_points_round_trip_through_columns() -> None:
+    record = MetricRecord("agent", 0, 5000, 10, 5, many_points())
+    assert MetricRecord.decode(record.encode()) == record
+
+
+def test_column_fast_path_matches_points() -> None:
+    points = many_points()
+    header, columns = MetricRecord.decode_columns(MetricRecord("a", 1, 2, 3, 4, points).encode())
+    assert header["agent_id"] == "a" and header["window_start_ms"] == 1
+    assert columns.text_column("what").tolist() == [p.what for p in points]
+    assert columns.text_column("class_name").tolist() == [p.class_name for p in points]
+    assert [json.loads(e) for e in columns.text_column("extra")] == [dict(p.extra) for p in points]
+    np.testing.assert_array_equal(columns.value, [p.value for p in points])
+
+
+def test_concat_merges_string_dictionaries() -> None:
+    first, second = many_points(10), many_points(25)[::-1]
+    merged = concat([PointColumns.from_points(first), PointColumns.from_points(second)])
+    assert merged.to_points() == first + second
+
+
+@pytest.mark.parametrize(
+    ("column", "data", "fragment"),
+    [
+        ("what", (-1).to_bytes(4, "little", signed=True), "points.what: indices"),
+        ("stat", (99).to_bytes(4, "little"), "points.stat: indices"),
+        ("value", b"\x00" * 7, "points.value: 7 bytes, expected 8"),
+        ("target_type", b"\x05", "points.target_type"),
+    ],
+)
+def test_corrupt_point_columns_are_refused(column: str, data: bytes, fragment: str) -> None:
+    record = MetricRecord("a", 0, 1, 1, 1, [Point("x", "gauge", 1.0, stat="mean")]).to_avro()
+    record["points"][column] = data
+    message = encode(load_schema("metric_record"), record)
+    with pytest.raises(SchemaDecodeError, match=fragment):
+        MetricRecord.decode(message)

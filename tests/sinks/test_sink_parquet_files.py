@@ -11,6 +11,7 @@ from parquet_helpers import expected_rows, read_with_duckdb, read_with_pandas, r
 from sink_helpers import make_record
 
 from mlwatcher.metrics import Point
+from mlwatcher.schemas import MetricRecord
 from mlwatcher.sinks.parquet_files import remove_uncommitted, write_atomically
 from mlwatcher.sinks.parquet_format import SCHEMA, ColumnBuffer, FileRange, partition_dir
 
@@ -19,7 +20,8 @@ def _write_records(root: Path, records, file_range: FileRange) -> None:  # type:
     groups: dict[str, ColumnBuffer] = {}
     for record in records:
         directory = partition_dir(record.agent_id, record.window_start_ms)
-        groups.setdefault(directory, ColumnBuffer(record.agent_id)).add_record(record.to_avro())
+        header, points = MetricRecord.decode_columns(record.encode())
+        groups.setdefault(directory, ColumnBuffer(record.agent_id)).add_record(header, points)
     for directory, group in groups.items():
         write_atomically(group.to_table(), root / directory / file_range.file_name)
 

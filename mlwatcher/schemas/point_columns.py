@@ -1,0 +1,169 @@
+"""Metric points stored column by column, with one string dictionary per record.
+
+A window can hold thousands of points whose property strings repeat (``what``, ``stat``,
+feature names). Columns of int32 indices into one list of distinct strings, plus packed
+float64 values, decode with ``np.frombuffer`` instead of one Avro record per point.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlwatcher.metrics.points import Point
+from mlwatcher.schemas.codec import SchemaDecodeError
+
+TARGET_TYPES = ("gauge", "counter")
+_INDEX_COLUMNS = ("what", "class_name", "feat_name", "stat", "extra")
+_INDEX = np.dtype("<i4")
+_VALUE = np.dtype("<f8")
+
+
+def extra_json(extra: Any) -> str:
+    """Canonical JSON of an extra-properties mapping (sorted keys, no spaces)."""
+    return json.dumps(dict(extra), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class PointColumns:
+    strings: list[str]
+    what: np.ndarray  # int32 indices into strings
+    class_name: np.ndarray  # int32, -1 = absent
+    feat_name: np.ndarray
+    stat: np.ndarray
+    extra: np.ndarray  # int32 index of a JSON object string, -1 = no extra properties
+    target_type: np.ndarray  # uint8: 0 gauge, 1 counter
+    value: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return int(self.value.shape[0])
+
+    @classmethod
+    def from_points(cls, points: Sequence[Point]) -> PointColumns:
+        index: dict[str, int] = {}
+
+        def ref(text: str | None) -> int:
+            if text is None:
+                return -1
+            return index.setdefault(text, len(index))
+
+        columns: dict[str, list[int]] = {name: [] for name in _INDEX_COLUMNS}
+        target_types = []
+        for point in points:
+            columns["what"].append(ref(point.what))
+            columns["class_name"].append(ref(point.class_name))
+            columns["feat_name"].append(ref(point.feat_name))
+            columns["stat"].append(ref(point.stat))
+            columns["extra"].append(ref(extra_json(point.extra)) if point.extra else -1)
+            if point.target_type not in TARGET_TYPES:
+                raise ValueError(
+                    f"target_type: expected 'gauge' or 'counter', got {point.target_type!r}"
+                )
+            target_types.append(TARGET_TYPES.index(point.target_type))
+        arrays = {name: np.asarray(values, dtype=_INDEX) for name, values in columns.items()}
+        return cls(
+            strings=list(index),
+            target_type=np.asarray(target_types, dtype=np.uint8),
+            value=np.asarray([p.value for p in points], dtype=_VALUE),
+            **arrays,
+        )
+
+    def to_avro(self) -> dict[str, Any]:
+        packed = {name: getattr(self, name).astype(_INDEX).tobytes() for name in _INDEX_COLUMNS}
+        return {
+            "count": len(self),
+            "strings": self.strings,
+            "target_type": self.target_type.astype(np.uint8).tobytes(),
+            "value": self.value.astype(_VALUE).tobytes(),
+            **packed,
+        }
+
+    @classmethod
+    def from_avro(cls, record: dict[str, Any]) -> PointColumns:
+        count = record["count"]
+        strings = record["strings"]
+        if count < 0:
+            raise SchemaDecodeError(f"points.count: must be >= 0, got {count}")
+        arrays: dict[str, np.ndarray] = {}
+        for name, dtype in (*((n, _INDEX) for n in _INDEX_COLUMNS), ("value", _VALUE)):
+            data = record[name]
+            if len(data) != count * dtype.itemsize:
+                raise SchemaDecodeError(
+                    f"points.{name}: {len(data)} bytes, expected {count * dtype.itemsize} "
+                    f"({count} values of {dtype.itemsize} bytes)"
+                )
+            arrays[name] = np.frombuffer(data, dtype=dtype)
+        for name in _INDEX_COLUMNS:
+            column = arrays[name]
+            lowest = 0 if name == "what" else -1
+            if count and (column.min() < lowest or column.max() >= len(strings)):
+                raise SchemaDecodeError(
+                    f"points.{name}: indices must lie in [{lowest}, {len(strings) - 1}]"
+                )
+        target_type = np.frombuffer(record["target_type"], dtype=np.uint8)
+        if target_type.shape[0] != count or (count and target_type.max() > 1):
+            raise SchemaDecodeError(
+                f"points.target_type: expected {count} bytes each 0 (gauge) or 1 (counter)"
+            )
+        return cls(strings=strings, target_type=target_type, **arrays)
+
+    def to_points(self) -> list[Point]:
+        strings = self.strings
+        extras = {i: json.loads(strings[i]) for i in set(self.extra.tolist()) if i >= 0}
+
+        def text(i: int) -> str | None:
+            return None if i < 0 else strings[i]
+
+        return [
+            Point(
+                what=strings[w],
+                target_type=TARGET_TYPES[t],
+                value=v,
+                class_name=text(c),
+                feat_name=text(f),
+                stat=text(s),
+                extra=extras[e] if e >= 0 else {},
+            )
+            for w, c, f, s, e, t, v in zip(
+                self.what.tolist(),
+                self.class_name.tolist(),
+                self.feat_name.tolist(),
+                self.stat.tolist(),
+                self.extra.tolist(),
+                self.target_type.tolist(),
+                self.value.tolist(),
+                strict=True,
+            )
+        ]
+
+    def text_column(self, name: str) -> np.ndarray:
+        """One string column as an object array (None where absent; ``extra`` as JSON, "{}")."""
+        lookup = np.array([*self.strings, None], dtype=object)  # index -1 -> None
+        values = lookup[getattr(self, name)]
+        if name == "extra":
+            values[values == None] = "{}"  # noqa: E711 - elementwise comparison
+        return values
+
+
+def concat(parts: Iterable[PointColumns]) -> PointColumns:
+    """Several records' points as one set of columns (string dictionaries merged)."""
+    parts = list(parts)
+    strings: dict[str, int] = {}
+    remapped: dict[str, list[np.ndarray]] = {name: [] for name in _INDEX_COLUMNS}
+    for part in parts:
+        mapping = np.array(
+            [strings.setdefault(s, len(strings)) for s in part.strings] + [-1], dtype=_INDEX
+        )
+        for name in _INDEX_COLUMNS:
+            remapped[name].append(mapping[getattr(part, name)])
+    empty = np.empty(0, dtype=_INDEX)
+    return PointColumns(
+        strings=list(strings),
+        target_type=np.concatenate([p.target_type for p in parts] or [np.empty(0, np.uint8)]),
+        value=np.concatenate([p.value for p in parts] or [np.empty(0, _VALUE)]),
+        **{name: np.concatenate(arrays or [empty]) for name, arrays in remapped.items()},
+    )
