@@ -45,6 +45,8 @@ class WorkerStats:
     close_delay: Histogram = field(default_factory=Histogram)
     close_delays_s: list[float] = field(default_factory=list)  # kept for the benchmark
     changelog_bytes: int = 0
+    compute_seconds: float = 0.0  # in the window logic (decode, reservoir, metrics)
+    execute_seconds: float = 0.0  # writing the table, emitting, dead-lettering
 
     def observe_close_delay(self, seconds: float) -> None:
         self.close_delay.observe(seconds)
@@ -145,6 +147,10 @@ def render_prometheus(
         "Bytes of table values written to the changelog (keys excluded).",
         [("", stats.changelog_bytes)],
     )
+    metric("mlwatcher_worker_processing_seconds_total", "counter",
+           "Seconds spent processing messages, by step.",
+           [('{step="compute"}', stats.compute_seconds),
+            ('{step="execute"}', stats.execute_seconds)])  # fmt: skip
     histogram = stats.close_delay
     lines.append(
         "# HELP mlwatcher_worker_window_close_delay_seconds "
