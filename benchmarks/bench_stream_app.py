@@ -44,7 +44,7 @@ PARTITIONS = 4
 BACKLOG_BATCHES = 2_400
 THROUGHPUT_WINDOW_MS = 10_000
 LIVE_WINDOW_MS, LIVE_GRACE_MS = 2_000, 1_000
-WORKER = [sys.executable, "-c", "from mlwatcher.cli import main; main()", "worker"]
+WORKER = [sys.executable, "-m", "mlwatcher", "worker"]
 
 
 def _batch(agent: str, event_time_ms: int, window_ms: int, rng: np.random.Generator) -> bytes:

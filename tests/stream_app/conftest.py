@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from mlwatcher.brokers import free_port
 from mlwatcher.schemas import MetricRecord
 
-WORKER_COMMAND = [sys.executable, "-c", "from mlwatcher.cli import main; main()", "worker"]
+WORKER_COMMAND = [sys.executable, "-m", "mlwatcher", "worker"]
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:

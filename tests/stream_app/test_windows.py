@@ -227,7 +227,7 @@ def test_crash_replay_reemits_identical_records(
     messages.append(("tick", T0 + 10 * WINDOW))
     reference_manager, reference_table = WindowManager(0, POLICY), Table()
     _run(messages, reference_manager, reference_table, 0)
-    expected = {r.key: r.encode() for r in reference_table.records}
+    expected = {r.window_id: r.encode() for r in reference_table.records}
     assert len(expected) == 3 + POLICY.empty_window_limit
 
     # Replay the same run, stop after `crash_after_actions` table writes.
@@ -256,10 +256,10 @@ def test_crash_replay_reemits_identical_records(
     table.data = dict(crashed.data)
     table.execute(successor.restore(list(table.data.items())))
     _run(messages, successor, table, committed)
-    got = {r.key: r.encode() for r in crashed.records + table.records}
+    got = {r.window_id: r.encode() for r in crashed.records + table.records}
     assert got == expected
     for record in table.records:
-        assert record.encode() == expected[record.key]
+        assert record.encode() == expected[record.window_id]
     assert table.dead == []
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     # Nothing stale is left once everything is emitted: only the meta and the last reference.

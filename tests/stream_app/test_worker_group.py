@@ -113,9 +113,9 @@ def test_two_workers_share_partitions_and_survive_kill_9(
     finally:
         reader.close()
     assert second.health()["assigned_partitions"] == list(range(PARTITIONS))
-    by_key: dict[bytes, list] = defaultdict(list)
+    by_key: dict[str, list] = defaultdict(list)
     for record in records:
-        by_key[record.key].append(record)
+        by_key[record.window_id].append(record)
     assert {r.agent_id for r in records} == set(agents)
     for key, copies in by_key.items():
         # A record may be re-emitted after a crash, but only with identical content.
