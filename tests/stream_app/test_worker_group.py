@@ -140,6 +140,15 @@ def test_sigterm_is_clean_and_commits_offsets(
     wait_until(
         lambda: worker.metrics()["mlwatcher_worker_rows_total"] >= 3 * 4 * 20, 30, "rows applied"
     )
+    wait_until(
+        lambda: all(
+            value == 0
+            for name, value in worker.metrics().items()
+            if name.startswith("mlwatcher_worker_consumer_lag")
+        ),
+        30,
+        "no lag (control ticks included)",
+    )
     assert worker.terminate(timeout=30) == 0
     log = worker.log()
     assert "Traceback" not in log and "CRITICAL" not in log, log[-3000:]
