@@ -106,7 +106,14 @@ def sink() -> None:
 @sink.command("anodot")
 @kafka_options
 @_anodot_options
-@click.option("--group-id", default="mlwatcher-sink-anodot", show_default=True)
+@click.option(
+    "--group-id",
+    envvar="MLWATCHER_ANODOT_GROUP_ID",
+    default="mlwatcher-sink-anodot",
+    show_default=True,
+    help="Consumer group; processes with the same id share the metrics topic "
+    "[env MLWATCHER_ANODOT_GROUP_ID].",
+)
 @click.option(
     "--linger",
     type=click.FloatRange(min=0),
@@ -114,7 +121,13 @@ def sink() -> None:
     show_default=True,
     help="Send a partial request once its oldest point waited this many seconds.",
 )
-@click.option("--progress-interval", type=click.FloatRange(min=0.1), default=10.0)
+@click.option(
+    "--progress-interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress log lines.",
+)
 def anodot(
     bootstrap_servers: str,
     kafka_option: tuple[str, ...],
@@ -177,7 +190,14 @@ def anodot(
     type=click.Path(file_okay=False, path_type=Path),
     help="Root directory of the data set (agent_id=.../date=.../*.parquet).",
 )
-@click.option("--group-id", default="mlwatcher-sink-parquet", show_default=True)
+@click.option(
+    "--group-id",
+    envvar="MLWATCHER_PARQUET_GROUP_ID",
+    default="mlwatcher-sink-parquet",
+    show_default=True,
+    help="Consumer group; processes with the same id share the metrics topic "
+    "[env MLWATCHER_PARQUET_GROUP_ID].",
+)
 @click.option(
     "--roll-bytes",
     type=click.IntRange(min=1),
@@ -192,7 +212,13 @@ def anodot(
     show_default=True,
     help="... or once the oldest buffered record waited this long.",
 )
-@click.option("--progress-interval", type=click.FloatRange(min=0.1), default=10.0)
+@click.option(
+    "--progress-interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress log lines.",
+)
 def parquet(
     bootstrap_servers: str,
     kafka_option: tuple[str, ...],
