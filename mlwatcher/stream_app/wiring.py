@@ -14,7 +14,9 @@ the due windows, in order with the data and reproducibly on replay.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -125,6 +127,9 @@ def create_app(settings: WorkerSettings) -> faust.App:
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",  # state is rebuilt from the changelog topic
+        # Faust creates "<app-id>-data" in the working directory by default; with the memory
+        # store nothing durable goes there, so keep it out of the user's directory.
+        datadir=str(Path(tempfile.gettempdir()) / "mlwatcher-faust" / settings.app_id),
         topic_partitions=partitions,
         key_serializer="raw",
         value_serializer="raw",
