@@ -123,13 +123,16 @@ class WorkerRuntime:
 def create_app(settings: WorkerSettings) -> faust.App:
     """A configured Faust app; ``app.mlwatcher`` holds its :class:`WorkerRuntime`."""
     partitions = prepare_topics(settings)
+    # Faust creates "<app-id>-data" in the working directory by default; with the memory
+    # store nothing durable goes there, so keep it out of the user's directory. Faust makes
+    # only the last path component (no parents), so the shared parent is created here.
+    datadir = Path(tempfile.gettempdir()) / "mlwatcher-faust" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         store="memory://",  # state is rebuilt from the changelog topic
-        # Faust creates "<app-id>-data" in the working directory by default; with the memory
-        # store nothing durable goes there, so keep it out of the user's directory.
-        datadir=str(Path(tempfile.gettempdir()) / "mlwatcher-faust" / settings.app_id),
+        datadir=str(datadir),
         topic_partitions=partitions,
         key_serializer="raw",
         value_serializer="raw",
