@@ -95,10 +95,20 @@ def lag(worker: WorkerProcess) -> float:
     )
 
 
-def wait_for_zero_lag(worker: WorkerProcess, timeout: float) -> float:
-    """Seconds until the worker reports no consumer lag on any partition."""
+def rows_applied(worker: WorkerProcess) -> float:
+    return worker.metrics().get("mlwatcher_worker_rows_total", 0.0)
+
+
+def wait_for_zero_lag(worker: WorkerProcess, timeout: float, rows_at_least: float = 0) -> float:
+    """Seconds until the worker has applied ``rows_at_least`` rows in total (so the lag gauge
+    cannot be a reading from before the messages arrived) and reports no consumer lag."""
     started = time.monotonic()
-    wait_until(lambda: lag(worker) == 0, timeout, "the worker's consumer lag to return to 0", 0.2)
+    wait_until(
+        lambda: rows_applied(worker) >= rows_at_least and lag(worker) == 0,
+        timeout,
+        f"the worker to apply {rows_at_least:.0f} rows and its consumer lag to return to 0",
+        0.1,
+    )
     return time.monotonic() - started
 
 
