@@ -229,7 +229,7 @@ def _reference_drift(
     flags: list[float] = []
     if sorted_features is not None:
         rows = [r for r, j in enumerate(numeric) if j in reference.numeric]
-        current = [sorted_features.row(r) for r in rows]
+        current = sorted_features.rows_float64(rows)
         refs = [reference.numeric[numeric[r]] for r in rows]
         values = drift.numeric_drift(current, refs)
         names = [features[numeric[r]] for r in rows]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import special, stats
@@ -93,9 +94,15 @@ def ks_statistic(
     if ref_cdf_at is None or ref_cdf_below is None:
         ref_cdf_at = np.searchsorted(reference, reference, side="right") / m
         ref_cdf_below = np.searchsorted(reference, reference, side="left") / m
-    cur_at = np.searchsorted(current, reference, side="right") / n
-    cur_below = np.searchsorted(current, reference, side="left") / n
-    return float(max(np.abs(cur_at - ref_cdf_at).max(), np.abs(cur_below - ref_cdf_below).max()))
+    at = np.searchsorted(current, reference, side="right")
+    # The count strictly below a reference value differs from the count at it only where
+    # the value occurs in the current sample: search again for those alone (one binary
+    # search per reference point instead of two; ties are rare for continuous features).
+    below = at.copy()
+    tied = (at > 0) & (current[np.maximum(at - 1, 0)] == reference)
+    if tied.any():
+        below[tied] = np.searchsorted(current, reference[tied], side="left")
+    return float(max(np.abs(at / n - ref_cdf_at).max(), np.abs(below / n - ref_cdf_below).max()))
 
 
 # Below this effective sample size the exact finite-n distribution is used (as SciPy does).
@@ -123,9 +130,13 @@ def ks_pvalues(d: np.ndarray, n: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def ks_critical(n: int, m: int, alpha: float = ALPHA) -> float:
-    """Smallest KS statistic that is significant at level alpha for sample sizes n and m."""
-    return float(np.sqrt(-np.log(alpha / 2) / 2) * np.sqrt((n + m) / (n * m)))
+def ks_critical(n: Any, m: Any, alpha: float = ALPHA) -> Any:
+    """Smallest KS statistic that is significant at level alpha for sample sizes n and m.
+
+    Scalars give a float, arrays of sizes an array.
+    """
+    value = np.sqrt(-np.log(alpha / 2) / 2) * np.sqrt((n + m) / (n * m))
+    return float(value) if np.ndim(value) == 0 else value
 
 
 @lru_cache(maxsize=64)
@@ -142,32 +153,56 @@ def wasserstein(current: np.ndarray, reference: np.ndarray) -> float:
     return float(np.dot(np.abs(current[idx_cur] - reference[idx_ref]), widths))
 
 
+def _psi_rows(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """:func:`psi` of each row pair; zero-padded bins add nothing ((eps - eps) * log 1)."""
+    cur = np.maximum(current, PSI_EPSILON)
+    ref = np.maximum(reference, PSI_EPSILON)
+    return np.sum((cur - ref) * np.log(cur / ref), axis=1)
+
+
+def _js_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """:func:`js_distance` of each row pair (rows are already distributions)."""
+    m = (p + q) / 2
+    js = (special.rel_entr(p, m).sum(axis=1) + special.rel_entr(q, m).sum(axis=1)) / 2
+    return np.sqrt(np.maximum(js, 0.0))
+
+
 def numeric_drift(
     current: list[np.ndarray], references: list[NumericReference]
 ) -> dict[str, np.ndarray]:
-    """Drift statistics of sorted current samples against their references (NaN = n/a)."""
+    """Drift statistics of sorted current samples against their references (NaN = n/a).
+
+    The per-series work is the binary searches (PSI bins, KS) and the Wasserstein sum;
+    PSI, JS, p-values and flags are computed for all series at once.
+    """
     k = len(current)
     out = {
         name: np.full(k, np.nan)
         for name in ("psi", "ks_stat", "ks_pvalue", "js_distance", "wasserstein_norm", "drifted")
     }
-    sizes = np.zeros((k, 2))
+    sizes = np.ones((k, 2))
+    width = max([PSI_BINS, *(ref.proportions.size for ref in references)])
+    cur_shares = np.zeros((k, width))
+    ref_shares = np.zeros((k, width))
     for j, (cur, ref) in enumerate(zip(current, references, strict=True)):
         if cur.size == 0 or ref.sample.size == 0:
             continue
-        counts = bin_counts(cur, ref.edges)
-        out["psi"][j] = psi(counts / cur.size, ref.proportions)
-        out["js_distance"][j] = js_distance(counts / cur.size, ref.proportions)
+        bins = ref.proportions.size
+        cur_shares[j, :bins] = bin_counts(cur, ref.edges) / cur.size
+        ref_shares[j, :bins] = ref.proportions
         out["ks_stat"][j] = ks_statistic(cur, ref.sample, ref.cdf_at, ref.cdf_below)
         if ref.std > 0:
             out["wasserstein_norm"][j] = wasserstein(cur, ref.sample) / ref.std
         sizes[j] = cur.size, ref.sample.size
-        critical = ks_critical(cur.size, ref.sample.size)
-        out["drifted"][j] = float(out["ks_stat"][j] > critical and out["psi"][j] >= PSI_MIN_EFFECT)
     valid = ~np.isnan(out["ks_stat"])
     if valid.any():
-        out["ks_pvalue"][valid] = ks_pvalues(
-            out["ks_stat"][valid], sizes[valid, 0], sizes[valid, 1]
+        out["psi"][valid] = _psi_rows(cur_shares[valid], ref_shares[valid])
+        out["js_distance"][valid] = _js_rows(cur_shares[valid], ref_shares[valid])
+        n, m = sizes[valid, 0], sizes[valid, 1]
+        out["ks_pvalue"][valid] = ks_pvalues(out["ks_stat"][valid], n, m)
+        significant = out["ks_stat"][valid] > ks_critical(n, m)
+        out["drifted"][valid] = (significant & (out["psi"][valid] >= PSI_MIN_EFFECT)).astype(
+            np.float64
         )
     return out
 
