@@ -8,6 +8,7 @@ import os
 import click
 
 from mlwatcher.config import kafka_options, parse_kafka_options
+from mlwatcher.stream_app.kafka_security import KafkaSecurityError, broker_credentials
 from mlwatcher.stream_app.settings import (
     DEFAULT_EMPTY_WINDOW_LIMIT,
     DEFAULT_IDLE_CLOSE_DELAY_MS,
@@ -134,6 +135,11 @@ def worker(
                 f"reference profile for agent {agent!r}: {path} is not a file",
                 param_hint="--reference",
             )
+    options = parse_kafka_options(kafka_option)
+    try:
+        broker_credentials(options)  # refuse options the Faust worker cannot honour, up front
+    except KafkaSecurityError as exc:
+        raise click.BadParameter(str(exc), param_hint="-X/--kafka-option") from None
     settings = WorkerSettings(
         bootstrap_servers=bootstrap_servers,
         predictions_topic=predictions_topic,
@@ -150,7 +156,7 @@ def worker(
         web_port=web_port,
         references=reference_paths,
         tick_interval_s=tick_interval,
-        kafka_options=parse_kafka_options(kafka_option),
+        kafka_options=options,
     )
     run_worker(settings, log_level.upper())
 

@@ -11,6 +11,7 @@ from mlwatcher.config import (
     DEFAULT_DEAD_LETTER_TOPIC,
     DEFAULT_METRICS_TOPIC,
     DEFAULT_PREDICTIONS_TOPIC,
+    parse_kafka_options,
 )
 
 DEFAULT_GRACE_RATIO = 0.2
@@ -109,6 +110,8 @@ class WorkerSettings:
             web_host=get("WEB_HOST", "127.0.0.1"),
             web_port=_int(get("WEB_PORT", "6066"), "MLWATCHER_WEB_PORT"),
             references=references,
+            # Same format as the CLI's env var: space-separated KEY=VALUE librdkafka options.
+            kafka_options=parse_kafka_options(get("KAFKA_OPTIONS", "").split()),
         )
 
 

@@ -24,6 +24,7 @@ from faust.types import TP, EventT
 
 from mlwatcher.kafka_admin import create_topics, topic_partition_counts
 from mlwatcher.metrics import ReferenceProfile
+from mlwatcher.stream_app.kafka_security import broker_credentials
 from mlwatcher.stream_app.observability import WorkerStats, render_prometheus
 from mlwatcher.stream_app.settings import WorkerSettings
 from mlwatcher.stream_app.windows import (
@@ -122,6 +123,8 @@ class WorkerRuntime:
 
 def create_app(settings: WorkerSettings) -> faust.App:
     """A configured Faust app; ``app.mlwatcher`` holds its :class:`WorkerRuntime`."""
+    # Before any connection: a bad -X option fails here, naming the option.
+    credentials = broker_credentials(settings.kafka_options)
     partitions = prepare_topics(settings)
     # Faust creates "<app-id>-data" in the working directory by default; with the memory
     # store nothing durable goes there, so keep it out of the user's directory. Faust makes
@@ -131,6 +134,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
+        broker_credentials=credentials,
         store="memory://",  # state is rebuilt from the changelog topic
         datadir=str(datadir),
         topic_partitions=partitions,
