@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class ParquetSinkStats:
     rows_written: int = 0
     files_written: int = 0
     files_removed_on_assign: int = 0
+    records_duplicate: int = 0
 
 
 @dataclass
@@ -60,6 +62,11 @@ class _PartitionBuffer:
     started: float
     bytes: int = 0
     groups: dict[str, ColumnBuffer] = field(default_factory=dict)
+    windows: set[str] = field(default_factory=set)
+
+
+#: committed windows remembered per partition for de-duplication
+REMEMBERED_WINDOWS = 100_000
 
 
 class ParquetSink:
@@ -73,6 +80,9 @@ class ParquetSink:
         self.output_dir = Path(config.output_dir)
         self.stats = ParquetSinkStats()
         self._buffers: dict[tuple[str, int], _PartitionBuffer] = {}
+        # Windows already written and committed, per partition (most recent last): a worker
+        # that crashed may emit a window's record again, identical, at a later offset.
+        self._committed_windows: dict[tuple[str, int], OrderedDict[str, None]] = {}
         # Fault injection for the crash tests: widen the gap between "files durable" and
         # "offsets committed", where a crash leaves uncommitted files behind.
         self._commit_delay = float(os.environ.get("MLWATCHER_PARQUET_TEST_COMMIT_DELAY", "0"))
@@ -137,6 +147,12 @@ class ParquetSink:
             )
             self.stats.records_dead_lettered += 1
             return
+        window_id = f"{header['agent_id']}|{header['window_start_ms']}"
+        committed = self._committed_windows.get((topic, partition), {})
+        if window_id in buffer.windows or window_id in committed:
+            self.stats.records_duplicate += 1
+            return
+        buffer.windows.add(window_id)
         directory = partition_dir(header["agent_id"], header["window_start_ms"])
         group = buffer.groups.get(directory)
         if group is None:
@@ -159,6 +175,7 @@ class ParquetSink:
     def _flush(self, keys: list[tuple[str, int]]) -> None:
         """Write the buffers of ``keys`` durably, then commit past them."""
         offsets: dict[tuple[str, int], int] = {}
+        written: dict[tuple[str, int], set[str]] = {}
         for key in keys:
             buffer = self._buffers.pop(key, None)
             if buffer is None:
@@ -173,11 +190,17 @@ class ParquetSink:
                 self.stats.files_written += 1
                 self.stats.rows_written += len(group)
             offsets[key] = buffer.last_offset + 1
+            written[key] = buffer.windows
         if offsets:
             self._dead_letters.flush()
             if self._commit_delay:
                 time.sleep(self._commit_delay)
             commit_offsets(self._consumer, offsets, asynchronous=False)
+        for key, windows in written.items():
+            remembered = self._committed_windows.setdefault(key, OrderedDict())
+            remembered.update(dict.fromkeys(windows))
+            while len(remembered) > REMEMBERED_WINDOWS:
+                remembered.popitem(last=False)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
@@ -207,6 +230,8 @@ class ParquetSink:
         # clean-up finds no uncommitted file of ours.
         try:
             revoked = {(tp.topic, tp.partition) for tp in partitions}
+            for key in revoked:
+                self._committed_windows.pop(key, None)
             self._flush([key for key in self._buffers if key in revoked])
         except BaseException as error:
             self._callback_error = error

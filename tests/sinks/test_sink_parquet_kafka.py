@@ -132,3 +132,47 @@ def test_parquet_sink_kill_9_and_restart_gives_exactly_the_produced_points(
     assert not list(output.rglob(".*tmp-*"))
     assert "uncommitted files" in log_path.read_text()  # the restart did have to clean up
     print(f"\nkill -9 with {files_at_kill} files written; log:\n{log_path.read_text()[-1500:]}")
+
+
+def test_a_window_re_emitted_by_a_worker_is_written_once(
+    kafka_bootstrap: str, unique_topics, tmp_path: Path
+) -> None:
+    """After a worker crash a window's record may arrive again, identical, at a later offset."""
+    topics = unique_topics({"metrics": 2, "dlq": 1})
+    records = make_records(["a", "b"], windows=6, n_points=10)
+    # Re-emitted while the first copy is still buffered in the sink ...
+    produce(kafka_bootstrap, topics["metrics"], [*records, records[0], records[7]], 2)
+    output = tmp_path / "data"
+    config = ParquetSinkConfig(
+        kafka_bootstrap,
+        topics["metrics"],
+        topics["dlq"],
+        output,
+        group_id="pq-dup",
+        roll_seconds=0.2,
+    )
+    shutdown = Shutdown()
+    sink = ParquetSink(config)
+    thread = threading.Thread(target=sink.run, args=(shutdown,), daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: _all_committed(kafka_bootstrap, "pq-dup", topics["metrics"], 2),
+            timeout=60,
+            what="the first copies to be committed",
+        )
+        # ... and re-emitted after the first copy's file was written and committed.
+        produce(kafka_bootstrap, topics["metrics"], [records[1], records[6]], 2)
+        wait_until(
+            lambda: (
+                sink.stats.records == len(records) + 4
+                and _all_committed(kafka_bootstrap, "pq-dup", topics["metrics"], 2)
+            ),
+            timeout=60,
+            what="the late copies to be consumed and committed",
+        )
+    finally:
+        shutdown.request_stop()
+        thread.join(30)
+    assert sink.stats.records_duplicate == 4
+    assert read_with_pyarrow(output) == expected_rows(records)
