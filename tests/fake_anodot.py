@@ -304,6 +304,9 @@ class FakeAnodot:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, like the real service
+            # Headers and body leave in two writes; with Nagle on, the body waits for the
+            # client's delayed ACK (~40 ms per request), which no real HTTP server imposes.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
