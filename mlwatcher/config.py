@@ -3,7 +3,8 @@
 Precedence, lowest first: built-in defaults < config file (TOML) < environment variables
 (``MLWATCHER_*``) < command-line flags. The config file's top-level keys apply to every command;
 a table named after a command (``[worker]``, ``[sink.parquet]``) applies to that command only.
-Keys are the long flag names with ``_`` for ``-`` (``bootstrap_servers``, ``metrics_topic``).
+Keys are the commands' parameter names, listed as "config key" in docs/cli.md (mostly the long
+flag with ``_`` for ``-``: ``bootstrap_servers``, ``metrics_topic``, ``output_dir``).
 """
 
 from __future__ import annotations
