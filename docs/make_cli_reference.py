@@ -1,6 +1,6 @@
 """Write docs/cli.md: every ``mlwatcher`` command with its flags, env vars and defaults.
 
-    python docs/make_cli_reference.py
+python docs/make_cli_reference.py
 """
 
 from __future__ import annotations
