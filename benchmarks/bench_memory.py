@@ -30,6 +30,7 @@ from benchmarks._common import local_kafka, print_table
 from mlwatcher.brokers import free_port
 from mlwatcher.kafka_admin import create_topics
 from mlwatcher.schemas import PredictionBatch
+from mlwatcher.stream_app.observability import parse_prometheus
 
 AGENTS = 1_000
 BATCHES_PER_AGENT = 3
@@ -71,12 +72,7 @@ def _metrics(port: int) -> dict[str, float]:
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
     except requests.RequestException:
         return {}
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
+    return parse_prometheus(text)
 
 
 def _wait(condition: object, timeout: float, what: str) -> None:

@@ -37,6 +37,7 @@ from benchmarks._common import local_kafka, print_table
 from mlwatcher.brokers import free_port
 from mlwatcher.kafka_admin import create_topics
 from mlwatcher.schemas import MetricRecord, PredictionBatch
+from mlwatcher.stream_app.observability import parse_prometheus
 
 ROWS, CLASSES, FEATURES, BUFFER = 500, 10, 20, 500
 AGENTS = 8
@@ -83,12 +84,7 @@ class Worker:
             text = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=2).text
         except requests.RequestException:
             return {}
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
+        return parse_prometheus(text)
 
     def assigned(self) -> int:
         """How many partitions this worker holds (0 when not answering yet)."""

@@ -171,5 +171,18 @@ def render_prometheus(
     return "\n".join(lines) + "\n"
 
 
+def parse_prometheus(text: str) -> dict[str, float]:
+    """The samples of a Prometheus text page (as served at ``/metrics``): series -> value.
+
+    The series keeps its labels, e.g. ``'mlwatcher_worker_consumer_lag{partition="0"}'``.
+    """
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    return samples
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.6g}"

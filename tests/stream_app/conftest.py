@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from mlwatcher.brokers import free_port
 from mlwatcher.schemas import MetricRecord
+from mlwatcher.stream_app.observability import parse_prometheus
 
 WORKER_COMMAND = [sys.executable, "-m", "mlwatcher", "worker"]
 
@@ -69,12 +70,7 @@ class WorkerProcess:
 
     def metrics(self) -> dict[str, float]:
         text = requests.get(f"http://127.0.0.1:{self.web_port}/metrics", timeout=2).text
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
+        return parse_prometheus(text)
 
     def wait_ready(self, timeout: float = 60.0, with_partitions: bool = True) -> dict[str, Any]:
         def ready() -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlwatcher.stream_app.cli import worker
-from mlwatcher.stream_app.observability import WorkerStats, render_prometheus
+from mlwatcher.stream_app.observability import WorkerStats, parse_prometheus, render_prometheus
 from mlwatcher.stream_app.settings import WindowPolicy, WorkerSettings, parse_references
 from mlwatcher.stream_app.wiring import is_tick
 
@@ -85,3 +85,7 @@ def test_prometheus_exposition() -> None:
     assert 'mlwatcher_worker_window_close_delay_seconds_bucket{le="+Inf"} 5' in lines
     assert "mlwatcher_worker_window_close_delay_seconds_count 5" in lines
     assert "# TYPE mlwatcher_worker_window_close_delay_seconds histogram" in lines
+    samples = parse_prometheus(text)
+    assert samples["mlwatcher_worker_rows_total"] == 1500
+    assert samples['mlwatcher_worker_consumer_lag{partition="0"}'] == 7
+    assert len(samples) == sum(1 for line in text.splitlines() if not line.startswith("#"))
