@@ -6,7 +6,9 @@ import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from confluent_kafka import Producer
 
 
 @contextlib.contextmanager
@@ -20,6 +22,43 @@ def local_kafka() -> Iterator[str]:
 
     with ApacheKafkaBroker() as broker:
         yield broker.bootstrap_servers
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, step: float = 0.1) -> None:
+    """Poll ``condition`` until it is true; TimeoutError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"benchmark: timed out waiting for {what}")
+        time.sleep(step)
+
+
+def produce_all(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    *,
+    compression: str = "lz4",
+) -> None:
+    """Produce ``(key, value)`` messages as fast as the local queue takes them, then flush."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "compression.type": compression,
+            "queue.buffering.max.kbytes": 1_048_576,
+        }
+    )
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:  # local queue full: let librdkafka deliver some first
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError(f"benchmark: messages for {topic} were not delivered")
 
 
 def time_calls(call: Callable[[], object], repeat: int, warmup: int = 20) -> list[float]:

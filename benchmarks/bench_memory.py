@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 import requests
-from confluent_kafka import Producer
 
-from benchmarks._common import local_kafka, print_table
+from benchmarks._common import local_kafka, print_table, produce_all, wait_for
 from mlwatcher.brokers import free_port
 from mlwatcher.kafka_admin import create_topics
 from mlwatcher.schemas import PredictionBatch
@@ -75,41 +74,12 @@ def _metrics(port: int) -> dict[str, float]:
     return parse_prometheus(text)
 
 
-def _wait(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"bench_memory: timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def _ready(port: int) -> bool:
     try:
         response = requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
     except requests.RequestException:
         return False
     return response.status_code == 200 and bool(response.json()["assigned_partitions"])
-
-
-def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "compression.type": "lz4",
-            "queue.buffering.max.kbytes": 1_048_576,
-        }
-    )
-    for key, value in messages:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    if producer.flush(120) != 0:
-        raise RuntimeError("bench_memory: messages not delivered")
 
 
 def _batches(agent: str, count: int, start_ms: int, rng: np.random.Generator) -> list[bytes]:
@@ -145,7 +115,7 @@ def _measure(bootstrap: str, log_dir: Path) -> dict[str, float]:
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        _wait(lambda: _ready(port), 120, "the worker to join")
+        wait_for(lambda: _ready(port), 120, "the worker to join")
         time.sleep(2.0)  # let start-up allocations settle before the idle reading
         rng = np.random.default_rng(0)
         ahead = int(time.time() * 1000) + 2 * WINDOW_MS
@@ -158,8 +128,8 @@ def _measure(bootstrap: str, log_dir: Path) -> dict[str, float]:
         expected_rows = AGENTS * BATCHES_PER_AGENT * ROWS
         with _RssSampler(worker.pid) as sampler:
             idle_mb = sampler.current_mb()
-            _produce(bootstrap, topics["predictions"], messages)
-            _wait(
+            produce_all(bootstrap, topics["predictions"], messages)
+            wait_for(
                 lambda: _metrics(port).get("mlwatcher_worker_rows_total", 0) >= expected_rows,
                 300,
                 "the worker to apply every batch",
@@ -169,9 +139,9 @@ def _measure(bootstrap: str, log_dir: Path) -> dict[str, float]:
             holding_mb = sampler.current_mb()
             peak_mb = sampler.peak / 2**20
             hot = _batches("hot-agent", BATCHES_PER_AGENT * HOT_FACTOR, start, rng)
-            _produce(bootstrap, topics["predictions"], [(b"hot-agent", v) for v in hot])
+            produce_all(bootstrap, topics["predictions"], [(b"hot-agent", v) for v in hot])
             expected_rows += len(hot) * ROWS
-            _wait(
+            wait_for(
                 lambda: _metrics(port).get("mlwatcher_worker_rows_total", 0) >= expected_rows,
                 300,
                 "the worker to apply the hot agent's batches",

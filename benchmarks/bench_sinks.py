@@ -16,9 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Producer
-
-from benchmarks._common import local_kafka, print_table
+from benchmarks._common import local_kafka, print_table, produce_all
 from mlwatcher.kafka_admin import create_topics
 from mlwatcher.metrics import Point
 from mlwatcher.schemas import MetricRecord
@@ -46,15 +44,7 @@ def _records(n_records: int, agents: int = 20) -> list[bytes]:
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     create_topics(bootstrap, {topic: 1})
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
-    for value in values:
-        while True:
-            try:
-                producer.produce(topic, value=value)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(60) == 0
+    produce_all(bootstrap, topic, ((None, value) for value in values), compression="none")
 
 
 def _run_until(sink_run, shutdown: Shutdown, done) -> float:  # type: ignore[no-untyped-def]

@@ -33,7 +33,7 @@ import numpy as np
 import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from benchmarks._common import local_kafka, print_table
+from benchmarks._common import local_kafka, print_table, produce_all, wait_for
 from mlwatcher.brokers import free_port
 from mlwatcher.kafka_admin import create_topics
 from mlwatcher.schemas import MetricRecord, PredictionBatch
@@ -108,14 +108,6 @@ class Worker:
         self.log.close()
 
 
-def _wait(condition: Any, timeout: float, what: str, step: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"benchmark: timed out waiting for {what}")
-        time.sleep(step)
-
-
 def _topics(bootstrap: str) -> dict[str, str]:
     suffix = uuid.uuid4().hex[:8]
     names = {"predictions": f"bench-pred-{suffix}", "metrics": f"bench-metrics-{suffix}",
@@ -145,19 +137,6 @@ def _backlog() -> list[tuple[bytes, bytes]]:
     return backlog
 
 
-def _fill_backlog(bootstrap: str, topic: str, backlog: list[tuple[bytes, bytes]]) -> None:
-    producer = _producer(bootstrap)
-    for key, value in backlog:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    if producer.flush(120):
-        raise RuntimeError("benchmark: the backlog was not delivered")
-
-
 def _stable_group(workers: list[Worker]) -> bool:
     """Every worker holds partitions and together they hold them all: no rebalance pending."""
     held = [w.assigned() for w in workers]
@@ -174,10 +153,10 @@ def _throughput(
     workers = [Worker(bootstrap, topics, app_id, log_dir) for _ in range(n_workers)]
     expected_rows = BACKLOG_BATCHES * ROWS
     try:
-        _wait(lambda: _stable_group(workers), 120, "the workers' group to settle")
+        wait_for(lambda: _stable_group(workers), 120, "the workers' group to settle")
         time.sleep(1.0)  # a rebalance that is still in flight would show up here
-        _wait(lambda: _stable_group(workers), 60, "the workers' group to settle")
-        _fill_backlog(bootstrap, topics["predictions"], backlog)
+        wait_for(lambda: _stable_group(workers), 60, "the workers' group to settle")
+        produce_all(bootstrap, topics["predictions"], backlog)
         counts = _message_counts(bootstrap, topics["predictions"])
         if counts < BACKLOG_BATCHES:
             raise RuntimeError(f"benchmark: only {counts} of {BACKLOG_BATCHES} batches delivered")
@@ -253,7 +232,7 @@ def _close_delay(bootstrap: str, log_dir: Path) -> dict[str, float]:
     rng = np.random.default_rng(3)
     delays: list[float] = []
     try:
-        _wait(worker.ready, 120, "the live worker to join")
+        wait_for(worker.ready, 120, "the live worker to join")
         stop_at = time.time() + 12
         while time.time() < stop_at:
             now_ms = int(time.time() * 1000)
