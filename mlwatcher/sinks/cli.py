@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from mlwatcher.config import kafka_options, parse_kafka_options
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger(__name__)
 
@@ -103,30 +107,40 @@ def sink() -> None:
     """
 
 
+def _consumer_options(kind: str) -> Callable[[F], F]:
+    """``--group-id`` and ``--progress-interval`` of a sink that consumes the metrics topic."""
+    envvar = f"MLWATCHER_{kind.upper()}_GROUP_ID"
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--progress-interval",
+            type=click.FloatRange(min=0.1),
+            default=10.0,
+            show_default=True,
+            help="Seconds between progress log lines.",
+        )(func)
+        return click.option(
+            "--group-id",
+            envvar=envvar,
+            default=f"mlwatcher-sink-{kind}",
+            show_default=True,
+            help=f"Consumer group; processes with the same id share the metrics topic "
+            f"[env {envvar}].",
+        )(func)
+
+    return decorate
+
+
 @sink.command("anodot")
 @kafka_options
 @_anodot_options
-@click.option(
-    "--group-id",
-    envvar="MLWATCHER_ANODOT_GROUP_ID",
-    default="mlwatcher-sink-anodot",
-    show_default=True,
-    help="Consumer group; processes with the same id share the metrics topic "
-    "[env MLWATCHER_ANODOT_GROUP_ID].",
-)
+@_consumer_options("anodot")
 @click.option(
     "--linger",
     type=click.FloatRange(min=0),
     default=0.5,
     show_default=True,
     help="Send a partial request once its oldest point waited this many seconds.",
-)
-@click.option(
-    "--progress-interval",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    help="Seconds between progress log lines.",
 )
 def anodot(
     bootstrap_servers: str,
@@ -190,14 +204,7 @@ def anodot(
     type=click.Path(file_okay=False, path_type=Path),
     help="Root directory of the data set (agent_id=.../date=.../*.parquet).",
 )
-@click.option(
-    "--group-id",
-    envvar="MLWATCHER_PARQUET_GROUP_ID",
-    default="mlwatcher-sink-parquet",
-    show_default=True,
-    help="Consumer group; processes with the same id share the metrics topic "
-    "[env MLWATCHER_PARQUET_GROUP_ID].",
-)
+@_consumer_options("parquet")
 @click.option(
     "--roll-bytes",
     type=click.IntRange(min=1),
@@ -211,13 +218,6 @@ def anodot(
     default=60.0,
     show_default=True,
     help="... or once the oldest buffered record waited this long.",
-)
-@click.option(
-    "--progress-interval",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    help="Seconds between progress log lines.",
 )
 def parquet(
     bootstrap_servers: str,
