@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer
 
 from mlwatcher.brokers import ApacheKafkaBroker
 from mlwatcher.brokers._process import free_port
 from mlwatcher.kafka_admin import create_topics
 from mlwatcher.producer import MonitoringAgent
 from mlwatcher.schemas import PredictionBatch
+from tests.helpers import read_topic
 
 
 def consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> list:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    messages = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(messages) < count and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                messages.append(message)
-    finally:
-        consumer.close()
+    messages = read_topic(bootstrap, topic, count, timeout=timeout)
     assert len(messages) == count, f"got {len(messages)} of {count} messages in {timeout}s"
     return messages
 

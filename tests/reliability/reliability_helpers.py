@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mlwatcher.schemas import PredictionBatch
-from tests.stream_app.conftest import WorkerProcess, wait_until
+from tests.helpers import wait_until
+from tests.stream_app.conftest import WorkerProcess
 
 # Set MLWATCHER_LONG_TESTS=1 to run the long variants (e.g. a one-minute slow Anodot server).
 LONG_TESTS = os.environ.get("MLWATCHER_LONG_TESTS", "") not in ("", "0")

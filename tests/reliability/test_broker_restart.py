@@ -16,6 +16,7 @@ import requests
 
 from mlwatcher.kafka_admin import create_topics
 from mlwatcher.producer.agent import MonitoringAgent
+from tests.helpers import wait_until
 from tests.reliability.reliability_helpers import (
     future_window,
     parquet_rows_seen,
@@ -24,7 +25,7 @@ from tests.reliability.reliability_helpers import (
     window_start,
 )
 from tests.sinks.sink_helpers import FAST_GROUP, start_sink
-from tests.stream_app.conftest import WorkerProcess, wait_until
+from tests.stream_app.conftest import WorkerProcess
 
 WINDOW_MS = 1_000
 STEP_MS = 100  # simulated event time between two sends of an agent: 10 batches per window

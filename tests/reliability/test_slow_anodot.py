@@ -15,6 +15,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.fake_anodot import FakeAnodot, Fault, series_in_order
+from tests.helpers import wait_until
 from tests.reliability.reliability_helpers import LONG_TESTS, report
 from tests.sinks.sink_helpers import (
     BASE_MS,
@@ -26,7 +27,6 @@ from tests.sinks.sink_helpers import (
     produce,
     start_sink,
 )
-from tests.stream_app.conftest import wait_until
 
 TOKEN = "tok-slow-0123456789"
 SLOW_SPAN_S = 60.0 if LONG_TESTS else 15.0

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -14,6 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from mlwatcher.metrics import Point
 from mlwatcher.schemas import MetricRecord
 from mlwatcher.sinks.anodot_format import to_anodot_point
+from tests.helpers import read_topic
 
 WINDOW_MS = 60_000
 BASE_MS = 1_764_374_400_000  # 2025-11-29T00:00:00Z
@@ -81,31 +81,8 @@ def expected_series_points(records: Sequence[MetricRecord]) -> set[tuple[object,
 
 
 def read_dead_letters(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"dlq-reader-{time.monotonic_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    messages = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(messages) < expected and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                messages.append(message)
-        # a little longer, to catch unexpected extra messages
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                messages.append(message)
-    finally:
-        consumer.close()
-    return messages
+    # a second longer than needed, to catch unexpected extra messages
+    return read_topic(bootstrap, topic, expected, timeout=timeout, linger=1.0)
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
@@ -115,14 +92,6 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         return [tp.offset for tp in tps]
     finally:
         consumer.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def mlwatcher_command(*args: str) -> list[str]:

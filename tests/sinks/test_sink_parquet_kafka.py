@@ -15,12 +15,12 @@ from sink_helpers import (
     produce,
     read_dead_letters,
     start_sink,
-    wait_until,
 )
 
 from mlwatcher.sinks.kafka_io import HEADER_REASON
 from mlwatcher.sinks.parquet_sink import ParquetSink, ParquetSinkConfig
 from mlwatcher.sinks.shutdown import Shutdown
+from tests.helpers import wait_until
 
 
 def _end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:

@@ -18,19 +18,9 @@ from confluent_kafka import Consumer, TopicPartition
 from mlwatcher.brokers import free_port
 from mlwatcher.schemas import MetricRecord
 from mlwatcher.stream_app.observability import parse_prometheus
+from tests.helpers import wait_until
 
 WORKER_COMMAND = [sys.executable, "-m", "mlwatcher", "worker"]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(step)
 
 
 class WorkerProcess:

@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from mlwatcher.brokers import free_port
 from mlwatcher.producer.agent import MonitoringAgent
-from tests.stream_app.conftest import TopicReader, WorkerProcess, wait_until
+from tests.helpers import wait_until
+from tests.stream_app.conftest import TopicReader, WorkerProcess
 
 WINDOW_MS = 30_000
 GRACE_MS = 6_000  # default: 20% of 30 s

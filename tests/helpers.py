@@ -1,0 +1,55 @@
+"""Helpers shared by test modules of several areas: waiting on conditions, reading topics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, Message
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
+    """Poll ``condition`` until it returns something true and return that; fail after
+    ``timeout`` seconds naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+def read_topic(
+    bootstrap: str, topic: str, expected: int, *, timeout: float = 30.0, linger: float = 0.0
+) -> list[Message]:
+    """Messages of ``topic`` from its beginning (a fresh consumer group): until ``expected``
+    have arrived or ``timeout`` passed, then ``linger`` seconds more to catch extra ones."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+
+    def poll_until(stop: Callable[[], bool]) -> None:
+        while not stop():
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                messages.append(message)
+
+    try:
+        deadline = time.monotonic() + timeout
+        poll_until(lambda: len(messages) >= expected or time.monotonic() >= deadline)
+        end = time.monotonic() + linger
+        poll_until(lambda: time.monotonic() >= end)
+    finally:
+        consumer.close()
+    return messages
