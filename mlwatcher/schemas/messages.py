@@ -162,8 +162,7 @@ class MetricRecord:
 
     @property
     def window_id(self) -> str:
-        """Identifies the window: ``agent_id|window_start_ms``."""
-        return f"{self.agent_id}|{self.window_start_ms}"
+        return window_id(self.agent_id, self.window_start_ms)
 
     def to_avro(self) -> dict[str, Any]:
         return {**self._header(), "points": PointColumns.from_points(self.points).to_avro()}
@@ -195,6 +194,11 @@ class MetricRecord:
         record["window_start_ms"] = _epoch_ms(record["window_start_ms"])
         record["window_end_ms"] = _epoch_ms(record["window_end_ms"])
         return record, columns
+
+
+def window_id(agent_id: str, window_start_ms: int) -> str:
+    """Identifies a window across re-emissions: ``agent_id|window_start_ms``."""
+    return f"{agent_id}|{window_start_ms}"
 
 
 def _epoch_ms(value: Any) -> int:

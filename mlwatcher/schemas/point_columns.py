@@ -140,14 +140,6 @@ class PointColumns:
             )
         ]
 
-    def text_column(self, name: str) -> np.ndarray:
-        """One string column as an object array (None where absent; ``extra`` as JSON, "{}")."""
-        lookup = np.array([*self.strings, None], dtype=object)  # index -1 -> None
-        values = lookup[getattr(self, name)]
-        if name == "extra":
-            values[values == None] = "{}"  # noqa: E711 - elementwise comparison
-        return values
-
 
 def concat(parts: Iterable[PointColumns]) -> PointColumns:
     """Several records' points as one set of columns (string dictionaries merged)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from confluent_kafka import OFFSET_INVALID, Consumer, Message, TopicPartition
 
 from mlwatcher.schemas import MetricRecord, SchemaDecodeError
+from mlwatcher.schemas.messages import window_id
 from mlwatcher.sinks.kafka_io import DeadLetterWriter, SourceRef, commit_offsets, make_consumer
 from mlwatcher.sinks.parquet_files import remove_uncommitted, write_atomically
 from mlwatcher.sinks.parquet_format import ColumnBuffer, FileRange, partition_dir
@@ -147,12 +148,12 @@ class ParquetSink:
             )
             self.stats.records_dead_lettered += 1
             return
-        window_id = f"{header['agent_id']}|{header['window_start_ms']}"
+        window = window_id(header["agent_id"], header["window_start_ms"])
         committed = self._committed_windows.get((topic, partition), {})
-        if window_id in buffer.windows or window_id in committed:
+        if window in buffer.windows or window in committed:
             self.stats.records_duplicate += 1
             return
-        buffer.windows.add(window_id)
+        buffer.windows.add(window)
         directory = partition_dir(header["agent_id"], header["window_start_ms"])
         group = buffer.groups.get(directory)
         if group is None:

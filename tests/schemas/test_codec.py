@@ -137,9 +137,15 @@ def test_column_fast_path_matches_points() -> None:
     points = many_points()
     header, columns = MetricRecord.decode_columns(MetricRecord("a", 1, 2, 3, 4, points).encode())
     assert header["agent_id"] == "a" and header["window_start_ms"] == 1
-    assert columns.text_column("what").tolist() == [p.what for p in points]
-    assert columns.text_column("class_name").tolist() == [p.class_name for p in points]
-    assert [json.loads(e) for e in columns.text_column("extra")] == [dict(p.extra) for p in points]
+
+    def text(indices: np.ndarray) -> list[str | None]:
+        return [None if i < 0 else columns.strings[i] for i in indices]
+
+    assert text(columns.what) == [p.what for p in points]
+    assert text(columns.class_name) == [p.class_name for p in points]
+    assert [json.loads(e) if e else {} for e in text(columns.extra)] == [
+        dict(p.extra) for p in points
+    ]
     np.testing.assert_array_equal(columns.value, [p.value for p in points])
 
 
