@@ -72,4 +72,6 @@ def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
         group = ctx.command
         assert isinstance(group, click.Group)
         ctx.default_map = default_map_for(group, load_config_file(config_path), ctx)
+    # `mlwatcher worker` has a --log-level of its own (Faust's); with this, the top-level flag
+    # also sets the worker's default, unless the environment already chose one.
     os.environ.setdefault("MLWATCHER_LOG_LEVEL", log_level.upper())
