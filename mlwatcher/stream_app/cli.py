@@ -97,6 +97,16 @@ from mlwatcher.stream_app.settings import (
     help="Seconds between checks for windows of quiet agents to close.",
 )
 @click.option(
+    "--stall-timeout",
+    envvar="MLWATCHER_STALL_TIMEOUT",
+    type=click.FloatRange(1.0),
+    default=20.0,
+    show_default=True,
+    help="Seconds without progress on a lagging owned partition before the worker reports "
+    "itself stalled (/health 'stalled', mlwatcher_worker_stalled 1) and re-seeks; after twice "
+    "as long it exits with status 75 so its supervisor restarts it.",
+)
+@click.option(
     "--log-level",
     envvar="MLWATCHER_LOG_LEVEL",
     default="INFO",
@@ -119,6 +129,7 @@ def worker(
     web_port: int,
     references: tuple[str, ...],
     tick_interval: float,
+    stall_timeout: float,
     log_level: str,
 ) -> None:
     """Run a stream worker: prediction batches in, one metric record per agent and window out.
@@ -156,6 +167,7 @@ def worker(
         web_port=web_port,
         references=reference_paths,
         tick_interval_s=tick_interval,
+        stall_timeout_s=stall_timeout,
         kafka_options=options,
     )
     run_worker(settings, log_level.upper())

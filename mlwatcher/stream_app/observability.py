@@ -46,7 +46,16 @@ class WorkerStats:
     close_delays_s: list[float] = field(default_factory=list)  # kept for the benchmark
     changelog_bytes: int = 0
     compute_seconds: float = 0.0  # in the window logic (decode, reservoir, metrics)
-    execute_seconds: float = 0.0  # writing the table, emitting, dead-lettering
+    execute_seconds: float = 0.0  # writing state, emitting, dead-lettering (incl. acks)
+    recoveries: int = 0
+    recovered_bytes: int = 0
+    last_recovery_seconds: float = 0.0
+    skipped_replayed: int = 0  # redelivered messages already applied (skipped)
+    skipped_not_owned: int = 0  # fetched for a partition no longer owned
+    seeks: int = 0  # gaps after the cursor, re-read
+    stalls: int = 0
+    stalled: bool = False
+    stall_remedies: int = 0
 
     def observe_close_delay(self, seconds: float) -> None:
         self.close_delay.observe(seconds)
@@ -144,8 +153,51 @@ def render_prometheus(
     metric(
         "mlwatcher_worker_changelog_bytes_total",
         "counter",
-        "Bytes of table values written to the changelog (keys excluded).",
+        "Bytes of state values written to the changelog (keys excluded).",
         [("", stats.changelog_bytes)],
+    )
+    metric(
+        "mlwatcher_worker_stalled",
+        "gauge",
+        "1 while the worker owns partitions with lag and makes no progress on them.",
+        [("", 1 if stats.stalled else 0)],
+    )
+    metric(
+        "mlwatcher_worker_stalls_total",
+        "counter",
+        "Times the worker was found stalled (see the log for why).",
+        [("", stats.stalls)],
+    )
+    metric(
+        "mlwatcher_worker_recoveries_total",
+        "counter",
+        "State recoveries from the changelog (after partitions were assigned).",
+        [("", stats.recoveries)],
+    )
+    metric(
+        "mlwatcher_worker_last_recovery_seconds",
+        "gauge",
+        "Duration of the latest state recovery.",
+        [("", stats.last_recovery_seconds)],
+    )
+    metric(
+        "mlwatcher_worker_recovered_bytes_total",
+        "counter",
+        "Changelog bytes read back during recoveries.",
+        [("", stats.recovered_bytes)],
+    )
+    metric(
+        "mlwatcher_worker_skipped_messages_total",
+        "counter",
+        "Messages not processed, by reason: replayed (already applied) or not_owned.",
+        [('{reason="replayed"}', stats.skipped_replayed),
+         ('{reason="not_owned"}', stats.skipped_not_owned)],
+    )  # fmt: skip
+    metric(
+        "mlwatcher_worker_seeks_total",
+        "counter",
+        "Gaps between the state's cursor and the fetched offsets, re-read by seeking back.",
+        [("", stats.seeks)],
     )
     metric("mlwatcher_worker_processing_seconds_total", "counter",
            "Seconds spent processing messages, by step.",

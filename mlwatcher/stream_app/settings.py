@@ -74,7 +74,7 @@ class WorkerSettings:
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     commit_interval_s: float = 1.0
-    standby_replicas: int = 0
+    stall_timeout_s: float = 20.0
     kafka_options: Mapping[str, str] = field(default_factory=dict)
     create_topics: bool = True
 
@@ -110,6 +110,7 @@ class WorkerSettings:
             web_host=get("WEB_HOST", "127.0.0.1"),
             web_port=_int(get("WEB_PORT", "6066"), "MLWATCHER_WEB_PORT"),
             references=references,
+            stall_timeout_s=float(get("STALL_TIMEOUT", "20")),
             # Same format as the CLI's env var: space-separated KEY=VALUE librdkafka options.
             kafka_options=parse_kafka_options(get("KAFKA_OPTIONS", "").split()),
         )

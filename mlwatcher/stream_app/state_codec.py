@@ -1,8 +1,8 @@
-"""How window state is laid out in the worker's Faust table (and so in its changelog topic).
+"""How window state is laid out in the worker's changelog topic.
 
-One table holds three kinds of entries, all keyed by the predictions-topic partition they
-belong to (a worker restores only the partitions it owns, and the in-memory store also keeps
-entries of other partitions while recovering):
+The changelog (a compacted topic with as many partitions as the predictions topic; partition
+``p`` holds the state of predictions partition ``p``) holds four kinds of entries, all keyed by
+the predictions-topic partition they belong to:
 
 - ``["d", partition, agent, window_start, batch_id]`` → one applied batch: the source offset
   (replay order), the batch's event time and the :class:`~mlwatcher.metrics.state.StateDelta`
@@ -12,6 +12,10 @@ entries of other partitions while recovering):
   each open window. Small, written when a window opens or closes.
 - ``["r", partition, agent, window_start]`` → the reference profile (drift baseline) made from
   that closed window; the meta entry names the one in use, older ones are deleted.
+- ``["c", partition, ""]`` → the partition's *cursor*: the predictions offset up to which every
+  message is applied in the entries before it. It is written after a batch's other entries,
+  in the same changelog partition, so a durable cursor implies durable entries; a worker that
+  takes the partition over resumes consumption right after it.
 
 Keys are JSON arrays so any agent id (even one containing separators) round-trips.
 """
@@ -26,8 +30,10 @@ from typing import Any
 DELTA = "d"
 META = "m"
 REFERENCE = "r"
+CURSOR = "c"
 
 _DELTA_HEADER = struct.Struct("<qq")  # source offset, event time (ms)
+_CURSOR = struct.Struct("<q")  # last applied source offset
 
 
 class StateCodecError(ValueError):
@@ -46,6 +52,20 @@ def reference_key(partition: int, agent_id: str, window_start_ms: int) -> bytes:
     return json.dumps([REFERENCE, partition, agent_id, window_start_ms]).encode()
 
 
+def cursor_key(partition: int) -> bytes:
+    return json.dumps([CURSOR, partition, ""]).encode()
+
+
+def pack_cursor(applied_offset: int) -> bytes:
+    return _CURSOR.pack(applied_offset)
+
+
+def unpack_cursor(value: bytes) -> int:
+    if len(value) != _CURSOR.size:
+        raise StateCodecError(f"cursor entry of {len(value)} bytes, expected {_CURSOR.size}")
+    return int(_CURSOR.unpack(value)[0])
+
+
 def parse_key(key: bytes) -> tuple[str, int, str, list[Any]]:
     """(kind, partition, agent_id, rest) of a table key."""
     try:
@@ -53,7 +73,7 @@ def parse_key(key: bytes) -> tuple[str, int, str, list[Any]]:
         kind, partition, agent_id, *rest = parts
     except (ValueError, TypeError) as exc:
         raise StateCodecError(f"table key {key[:80]!r} is not a worker state key") from exc
-    if kind not in (DELTA, META, REFERENCE) or not isinstance(partition, int):
+    if kind not in (DELTA, META, REFERENCE, CURSOR) or not isinstance(partition, int):
         raise StateCodecError(f"table key {key[:80]!r}: unknown kind {kind!r}")
     return kind, partition, agent_id, rest
 

@@ -34,6 +34,7 @@ from mlwatcher.schemas import MetricRecord, PredictionBatch, SchemaDecodeError
 from mlwatcher.schemas.codec import HEADER_SIZE, MAGIC, load_schema
 from mlwatcher.stream_app.settings import WindowPolicy
 from mlwatcher.stream_app.state_codec import (
+    CURSOR,
     DELTA,
     META,
     REFERENCE,
@@ -253,7 +254,7 @@ class WindowManager:
         for key, value in entries:
             try:
                 kind, partition, agent_id, rest = parse_key(key)
-                if partition != self.partition or value is None:
+                if partition != self.partition or value is None or kind == CURSOR:
                     continue
                 if kind == META:
                     metas[agent_id] = AgentMeta.from_bytes(value)

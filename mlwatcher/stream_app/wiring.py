@@ -1,52 +1,57 @@
-"""The Faust application: wires :class:`WindowManager` s to topics, a table and a web page.
+"""The Faust application: consumer group, agent, timers and web pages around a Processor.
 
-Faust is used for what it does well (consumer group, partition assignment, changelog-backed
-tables, recovery, offset commits, web server). Windowing is ours: Faust's windowed tables
-close windows on wall-clock sweeps and miss ``on_window_close`` callbacks across partitions.
+Faust does what it does well: the consumer group and partition assignment, the agent that
+takes messages in batches, the timers and the web server. The window state is ours (see
+:mod:`mlwatcher.stream_app.processor`): Faust's table and its recovery lost table writes
+and stalled across takeovers (docs/stream_app.md, "Why the worker owns its state").
 
-Every table write happens while processing a message of the partition it belongs to, so it
-lands in that partition of the changelog. To close windows of agents that went quiet, a timer
-appends a small control *tick* (header ``mlwatcher-control: tick``, value = send time in ms) to
-each owned predictions partition whose next deadline has passed; processing the tick closes
-the due windows, in order with the data and reproducibly on replay.
+Every blocking step (computing a batch, writing and awaiting its effects, reading a changelog
+back) runs in one state thread, so Faust's event loop keeps heart-beating meanwhile and the
+steps are serialised in the order they were submitted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import tempfile
 import time
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
-from faust.types import TP, EventT
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from faust.types import TP
 
 from mlwatcher.kafka_admin import create_topics, topic_partition_counts
 from mlwatcher.metrics import ReferenceProfile
-from mlwatcher.stream_app.kafka_security import broker_credentials
-from mlwatcher.stream_app.observability import WorkerStats, render_prometheus
-from mlwatcher.stream_app.settings import WorkerSettings
-from mlwatcher.stream_app.windows import (
-    Action,
-    BatchApplied,
-    DeadLetter,
-    DeleteState,
-    EmitRecord,
-    PutState,
-    WindowManager,
+from mlwatcher.stream_app import web
+from mlwatcher.stream_app.changelog import (
+    changelog_end_offsets,
+    changelog_topic_name,
+    ensure_changelog_topic,
+    read_partitions,
 )
+from mlwatcher.stream_app.kafka_security import broker_credentials
+from mlwatcher.stream_app.observability import WorkerStats
+from mlwatcher.stream_app.outputs import CONTROL_HEADER, TICK, KafkaOutputs
+from mlwatcher.stream_app.processor import Incoming, Processor
+from mlwatcher.stream_app.settings import WorkerSettings
+from mlwatcher.stream_app.watchdog import StallDetector
 
 log = logging.getLogger(__name__)
 
-CONTROL_HEADER = "mlwatcher-control"
-TICK = b"tick"
-TABLE_NAME = "window-state"
-#: a tick is re-sent to a partition at most this often while the previous one is in flight
-TICK_RESEND_S = 1.0
-MAX_BATCH_BYTES = 1_000_000
-PRODUCER_BUFFER_MESSAGES = 2_000
-MAX_MESSAGE_BYTES = 16_000_000
+T = TypeVar("T")
+
+#: messages handed to the state thread at once (and acked together once durable)
+TAKE_MAX = 500
+TAKE_WITHIN_S = 0.01
+CONSUMER_MAX_FETCH_BYTES = 8_000_000
+#: exit code of a worker that stayed stalled after the remedy (the supervisor restarts it)
+EXIT_STALLED = 75
 
 
 def is_tick(headers: Any) -> bool:
@@ -59,7 +64,7 @@ def is_tick(headers: Any) -> bool:
 def prepare_topics(settings: WorkerSettings) -> int:
     """Create the worker's topics if needed; return the predictions topic's partition count.
 
-    The table's changelog must have as many partitions as the predictions topic, so an existing
+    The state topic must have as many partitions as the predictions topic, so an existing
     topic's count wins over ``settings.partitions``.
     """
     options = dict(settings.kafka_options)
@@ -79,46 +84,117 @@ def prepare_topics(settings: WorkerSettings) -> int:
             f"predictions topic {settings.predictions_topic!r} does not exist on "
             f"{settings.bootstrap_servers} (create it, or run without --no-create-topics)"
         )
-    return counts[settings.predictions_topic]
+    partitions = counts[settings.predictions_topic]
+    ensure_changelog_topic(
+        settings.bootstrap_servers,
+        changelog_topic_name(settings.app_id),
+        partitions,
+        options,
+    )
+    return partitions
+
+
+class OffsetWatcher:
+    """End offsets and committed offsets of the predictions partitions, for lag and stalls.
+
+    Its own client in its own thread: it must answer while the consumer or the state thread
+    is the thing that is stuck.
+    """
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.topic = settings.predictions_topic
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": settings.app_id,  # only to read the group's committed offsets
+                "enable.auto.commit": False,
+                "log_level": 3,
+                **settings.kafka_options,
+            }
+        )
+
+    def end_offsets(self, partitions: Collection[int]) -> dict[int, int]:
+        ends = {}
+        for p in partitions:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=2.0, cached=False
+                )
+            except KafkaException:
+                continue
+            ends[p] = int(high)
+        return ends
+
+    def committed(self, partitions: Collection[int]) -> dict[int, int]:
+        if not partitions:
+            return {}
+        try:
+            offsets = self._consumer.committed(
+                [TopicPartition(self.topic, p) for p in partitions], timeout=2.0
+            )
+        except KafkaException:
+            return {}
+        return {tp.partition: tp.offset for tp in offsets if tp.offset >= 0}
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 class WorkerRuntime:
-    """Per-process state around the managers: one WindowManager per owned partition."""
+    """Per-process parts around the Faust app; ``app.mlwatcher`` is one."""
 
     def __init__(self, settings: WorkerSettings, partitions: int) -> None:
         self.settings = settings
         self.partitions = partitions
         self.stats = WorkerStats()
-        self.baselines = {
-            agent: ReferenceProfile.load(path) for agent, path in settings.references.items()
-        }
-        self.managers: dict[int, WindowManager] = {}
-        self.last_offset: dict[int, int] = {}
-        self.tick_sent_at: dict[int, float] = {}
-        self.ready = False
+        self.changelog_topic = changelog_topic_name(settings.app_id)
+        options = dict(settings.kafka_options)
+        self.outputs = KafkaOutputs(
+            settings.bootstrap_servers,
+            changelog_topic=self.changelog_topic,
+            metrics_topic=settings.metrics_topic,
+            dead_letter_topic=settings.dead_letter_topic,
+            predictions_topic=settings.predictions_topic,
+            kafka_options=options,
+            client_id=f"{settings.app_id}-{os.getpid()}",
+        )
+        self.watcher = OffsetWatcher(settings)
+        self.processor = Processor(
+            self.outputs,
+            lambda wanted: read_partitions(
+                settings.bootstrap_servers, self.changelog_topic, wanted, options
+            ),
+            self._changelog_ends,
+            policy=settings.policy,
+            baselines={
+                agent: ReferenceProfile.load(path) for agent, path in settings.references.items()
+            },
+            stats=self.stats,
+            last_written=self.outputs.last_state_offset.get,
+        )
+        self.detector = StallDetector(settings.stall_timeout_s)
+        self.state_thread = ThreadPoolExecutor(1, thread_name_prefix="mlwatcher-state")
+        self.watch_thread = ThreadPoolExecutor(1, thread_name_prefix="mlwatcher-watch")
+        self.end_offsets: dict[int, int] = {}
+        self.joined = False
 
-    def manager(self, partition: int, table: faust.Table, actions: list[Action]) -> WindowManager:
-        manager = self.managers.get(partition)
-        if manager is None:
-            manager = WindowManager(partition, self.settings.policy, self.baselines)
-            actions.extend(manager.restore(list(table.data.items())))
-            self.managers[partition] = manager
-            log.info(
-                "partition %d: restored %d agents, %d open windows",
-                partition,
-                len(manager.agents),
-                manager.open_window_count,
-            )
-        return manager
+    def _changelog_ends(self, partitions: Collection[int]) -> dict[int, int]:
+        return changelog_end_offsets(
+            self.settings.bootstrap_servers,
+            self.changelog_topic,
+            partitions,
+            dict(self.settings.kafka_options),
+        )
 
-    def forget_partitions(self) -> None:
-        """After a rebalance, rebuild every manager from the (recovered) table on next use."""
-        self.managers.clear()
-        self.tick_sent_at.clear()
+    async def in_state_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.state_thread, fn, *args)
+
+    async def in_watch_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.watch_thread, fn, *args)
 
     @property
     def open_windows(self) -> int:
-        return sum(m.open_window_count for m in self.managers.values())
+        return self.processor.progress.open_windows
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
@@ -126,16 +202,16 @@ def create_app(settings: WorkerSettings) -> faust.App:
     # Before any connection: a bad -X option fails here, naming the option.
     credentials = broker_credentials(settings.kafka_options)
     partitions = prepare_topics(settings)
-    # Faust creates "<app-id>-data" in the working directory by default; with the memory
-    # store nothing durable goes there, so keep it out of the user's directory. Faust makes
-    # only the last path component (no parents), so the shared parent is created here.
+    # Faust creates "<app-id>-data" in the working directory by default; nothing durable goes
+    # there, so keep it out of the user's directory. Faust makes only the last path component
+    # (no parents), so the shared parent is created here.
     datadir = Path(tempfile.gettempdir()) / "mlwatcher-faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         broker_credentials=credentials,
-        store="memory://",  # state is rebuilt from the changelog topic
+        store="memory://",
         datadir=str(datadir),
         topic_partitions=partitions,
         key_serializer="raw",
@@ -143,182 +219,148 @@ def create_app(settings: WorkerSettings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=settings.commit_interval_s,
-        table_standby_replicas=settings.standby_replicas,
+        consumer_max_fetch_size=CONSUMER_MAX_FETCH_BYTES,
         web_enabled=settings.web_enabled,
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
-        # aiokafka keeps one open batch per partition and waits for it to be sent before
-        # starting another: with Faust's 16 KB default every large delta costs a round trip
-        # (measured: 10 s instead of 3 s for 1.2 M rows). Deltas of big first batches can
-        # exceed 1 MB, hence the larger request size (the changelog topic allows it).
-        producer_max_batch_size=MAX_BATCH_BYTES,
-        producer_max_request_size=MAX_MESSAGE_BYTES,
-        producer_linger=0.005,
     )
-    # Table writes queue in Faust's ProducerBuffer; past 100 queued messages Faust stops the
-    # stream until the queue drains, which stalled us for ~1 s at a time under load.
-    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
     runtime = WorkerRuntime(settings, partitions)
     app.mlwatcher = runtime  # type: ignore[attr-defined]
-    raw = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    predictions = app.topic(settings.predictions_topic, partitions=partitions, **raw)
-    metrics_topic = app.topic(settings.metrics_topic, **raw)
-    dead_letter = app.topic(settings.dead_letter_topic, **raw)
-    table = app.Table(
-        TABLE_NAME,
-        default=None,
+    processor = runtime.processor
+    topic_name = settings.predictions_topic
+    predictions = app.topic(
+        topic_name,
         partitions=partitions,
         key_type=bytes,
         value_type=bytes,
-        extra_topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+        key_serializer="raw",
+        value_serializer="raw",
     )
-
-    async def execute(actions: list[Action], event: EventT) -> None:
-        stats = runtime.stats
-        for action in actions:
-            if isinstance(action, PutState):
-                table[action.key] = action.value
-                stats.changelog_bytes += len(action.value)
-            elif isinstance(action, DeleteState):
-                if action.key in table:
-                    del table[action.key]
-            elif isinstance(action, EmitRecord):
-                record = action.record
-                # Wait for the broker's ack: the table writes that follow (tombstones, cursor)
-                # must never be durable without the record they account for.
-                sent = await metrics_topic.send(key=record.key, value=record.encode())
-                await sent
-                stats.records_emitted += 1
-                if record.rows_seen == 0:
-                    stats.empty_records_emitted += 1
-                stats.observe_close_delay(max(0.0, time.time() - action.due_ms / 1000))
-            elif isinstance(action, DeadLetter):
-                message = event.message
-                stats.dead_letters[action.reason] += 1
-                log.warning(
-                    "dead-lettered %s[%d]@%d: %s: %s",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    action.reason,
-                    action.detail,
-                )
-                await dead_letter.send(
-                    key=message.key,
-                    value=message.value,
-                    headers=[
-                        ("mlwatcher-error", action.reason.encode()),
-                        ("mlwatcher-error-detail", action.detail[:1000].encode()),
-                        ("mlwatcher-source-topic", message.topic.encode()),
-                        ("mlwatcher-source-partition", str(message.partition).encode()),
-                        ("mlwatcher-source-offset", str(message.offset).encode()),
-                    ],
-                )
-            elif isinstance(action, BatchApplied):
-                stats.batches += 1
-                stats.rows += action.rows
 
     @app.agent(predictions)
     async def process_predictions(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            partition, offset = message.partition, message.offset
-            runtime.stats.messages += 1
-            began = time.perf_counter()
-            actions: list[Action] = []
-            manager = runtime.manager(partition, table, actions)
-            if is_tick(message.headers):
-                runtime.stats.ticks += 1
-                runtime.tick_sent_at.pop(partition, None)
-                try:
-                    now_ms = int(message.value)
-                except (TypeError, ValueError):
-                    now_ms = message.timestamp * 1000
-                actions.extend(manager.on_tick(int(now_ms), offset))
-            else:
-                actions.extend(manager.on_message(message.value, offset))
-            computed = time.perf_counter()
-            await execute(actions, event)
-            runtime.stats.compute_seconds += computed - began
-            runtime.stats.execute_seconds += time.perf_counter() - computed
-            runtime.last_offset[partition] = offset
+        # take_events acks the events after this body returns: after their effects are durable.
+        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            batch = [
+                Incoming(
+                    topic=event.message.topic,
+                    partition=event.message.partition,
+                    offset=event.message.offset,
+                    key=event.message.key,
+                    value=event.message.value,
+                    timestamp_ms=int(event.message.timestamp * 1000),
+                    is_tick=is_tick(event.message.headers),
+                )
+                for event in events
+            ]
+            seeks = await runtime.in_state_thread(processor.process, batch)
+            for partition, offset in seeks:
+                await app.consumer.seek(TP(topic_name, partition), offset)
 
     @app.timer(interval=settings.tick_interval_s)
     async def send_ticks() -> None:
-        if not runtime.ready:
+        if not runtime.joined:
             return
-        now = time.time()
-        for tp in app.consumer.assignment():
-            if tp.topic != settings.predictions_topic:
-                continue
-            sent_at = runtime.tick_sent_at.get(tp.partition)
-            if sent_at is not None and now - sent_at < TICK_RESEND_S:
-                continue
-            manager = runtime.managers.get(tp.partition)
-            deadline = None if manager is None else manager.next_wall_deadline_ms()
-            if manager is not None and (deadline is None or now * 1000 < deadline):
-                continue
-            runtime.tick_sent_at[tp.partition] = now
-            await predictions.send(
-                key=None,
-                value=str(int(now * 1000)).encode(),
-                partition=tp.partition,
-                headers=[(CONTROL_HEADER, TICK)],
-            )
+
+        def due_ticks() -> list[int]:
+            now = time.time()
+            due = processor.partitions_due_a_tick(now)
+            for partition in due:
+                runtime.outputs.send_tick(partition, int(now * 1000))
+            return due
+
+        await runtime.in_state_thread(due_ticks)
+
+    @app.timer(interval=1.0)
+    async def watch() -> None:
+        progress = processor.progress
+        owned = sorted(progress.owned)
+        runtime.end_offsets = ends = await runtime.in_watch_thread(
+            runtime.watcher.end_offsets, owned
+        )
+        next_offsets = dict(progress.next_offsets)
+        unknown = [p for p in owned if next_offsets.get(p) is None]
+        if unknown:  # nothing applied yet since the cursor is unknown: the group's offset
+            next_offsets.update(await runtime.in_watch_thread(runtime.watcher.committed, unknown))
+        if not runtime.joined or progress.recovering:
+            next_offsets = {}
+        now = time.monotonic()
+        stalled = runtime.detector.observe(
+            now, next_offsets, ends, busy=processor.busy_since is not None
+        )
+        await _handle_stall(app, runtime, stalled, now)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-        runtime.ready = False
-        runtime.forget_partitions()
+        runtime.joined = False
+        mine = {tp.partition for tp in revoked if tp.topic == topic_name}
+        await runtime.in_state_thread(processor.revoke, mine)
 
-    @app.on_rebalance_complete.connect
-    async def on_rebalanced(sender: Any, **kwargs: Any) -> None:
-        runtime.ready = True
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == topic_name}
+        await runtime.in_state_thread(processor.assign, mine)
+        runtime.joined = True
+        # Not awaited: a long recovery must not hold up the rebalance. The state thread runs
+        # it before any batch submitted after it.
+        asyncio.get_running_loop().run_in_executor(runtime.state_thread, processor.recover_pending)
 
     @app.page("/metrics")
     async def metrics_page(view: Any, request: Any) -> Any:
-        lag: dict[int, int] = {}
-        assigned = _assigned(app, settings.predictions_topic)
-        for tp in assigned:
-            try:
-                highwater = app.consumer.highwater(tp)
-            except Exception:  # consumer not ready during a rebalance
-                continue
-            if highwater is not None:
-                lag[tp.partition] = max(
-                    0, highwater - runtime.last_offset.get(tp.partition, -1) - 1
-                )
-        text = render_prometheus(
-            runtime.stats,
-            open_windows=runtime.open_windows,
-            lag_by_partition=lag,
-            assigned_partitions=len(assigned),
-        )
+        text = web.metrics(runtime.stats, processor.progress, runtime.end_offsets)
         return view.text(text, content_type="text/plain; version=0.0.4")
 
     @app.page("/health")
     async def health_page(view: Any, request: Any) -> Any:
-        assigned = _assigned(app, settings.predictions_topic)
-        body = {
-            "status": "ok" if runtime.ready else "starting",
-            "app_id": settings.app_id,
-            "assigned_partitions": sorted(tp.partition for tp in assigned),
-            "open_windows": runtime.open_windows,
-            "records_emitted": runtime.stats.records_emitted,
-        }
-        return view.json(body, status=200 if runtime.ready else 503)
+        body, status = web.health(
+            settings.app_id, runtime.stats, processor.progress, joined=runtime.joined
+        )
+        return view.json(body, status=status)
 
     return app
 
 
-def _assigned(app: faust.App, topic: str) -> list[TP]:
-    try:
-        return [tp for tp in app.consumer.assignment() if tp.topic == topic]
-    except Exception:  # no consumer yet
-        return []
+async def _handle_stall(
+    app: faust.App, runtime: WorkerRuntime, stalled: dict[int, int], now: float
+) -> None:
+    stats, detector = runtime.stats, runtime.detector
+    if not stalled:
+        if stats.stalled:
+            log.warning("no longer stalled: progress resumed")
+        stats.stalled = False
+        return
+    since = detector.stalled_since or now
+    if not stats.stalled:
+        stats.stalled = True
+        stats.stalls += 1
+        stats.stall_remedies += 1
+        log.error(
+            "STALLED: partitions %s have lag %s and nothing was applied for %.0f s; "
+            "resuming and re-seeking the consumer",
+            sorted(stalled),
+            [stalled[p] for p in sorted(stalled)],
+            detector.timeout_s,
+        )
+        consumer = app.consumer
+        tps = {TP(runtime.settings.predictions_topic, p) for p in stalled}
+        try:
+            consumer.resume_partitions(tps)
+            app.flow_control.resume()
+            consumer.resume_flow()
+            for p in stalled:
+                next_offset = runtime.processor.progress.next_offsets.get(p)
+                if next_offset is not None:
+                    await consumer.seek(TP(runtime.settings.predictions_topic, p), next_offset)
+        except Exception as exc:  # the remedy is best effort; the exit below is not
+            log.error("stall remedy failed: %s: %s", type(exc).__name__, exc)
+    elif now - since >= 2 * detector.timeout_s:
+        log.critical(
+            "STALLED for %.0f s on partitions %s after the remedy: exiting with status %d so "
+            "the supervisor restarts the worker (nothing is lost: state and offsets are durable)",
+            now - since,
+            sorted(stalled),
+            EXIT_STALLED,
+        )
+        logging.shutdown()
+        os._exit(EXIT_STALLED)

@@ -161,7 +161,8 @@ def test_sigterm_is_clean_and_commits_offsets(
     finally:
         consumer.close()
     # Everything processed is committed (ticks may follow the last batch; they are processed too).
-    assert [tp.offset for tp in committed] == ends
+    # (-1001: nothing committed, right for a partition that never held a message)
+    assert [tp.offset if tp.offset >= 0 else 0 for tp in committed] == ends
 
 
 def test_faust_command_line_runs_the_module_app(
