@@ -129,6 +129,7 @@ class Processor:
         baselines: Mapping[str, ReferenceProfile] | None = None,
         stats: WorkerStats | None = None,
         last_written: Callable[[int], int | None] = lambda partition: None,
+        committed: EndOffsets = lambda partitions: {},
     ) -> None:
         self.stats = stats or WorkerStats()
         self.executor = ActionExecutor(outputs, self.stats)
@@ -137,10 +138,13 @@ class Processor:
         self._recover = recover
         self._changelog_end_offsets = changelog_end_offsets
         self._last_written = last_written
+        self._committed = committed
         self.partitions: dict[int, OwnedPartition] = {}  # also kept for revoked partitions
         self.owned: set[int] = set()
         self.pending_recovery: set[int] = set()
         self.busy_since: float | None = None
+        #: where the consumer must (re)start each partition: right after its cursor
+        self.pending_seeks: dict[int, int] = {}
         self.progress = Progress(next_offsets={})
 
     # -- ownership ----------------------------------------------------------------------------
@@ -184,14 +188,24 @@ class Processor:
             return
         began = time.monotonic()
         recovered = self._recover(wanted)
+        without_cursor = [p for p in wanted if recovered[p].applied_offset is None]
+        # State from before cursors existed (or none): start at the group's committed offset
+        # and make that the cursor at once, so from now on the group offset never decides.
+        committed = self._committed(without_cursor) if without_cursor else {}
         for p in wanted:
             part = recovered[p]
+            applied = part.applied_offset
+            if applied is None and p in committed:
+                applied = committed[p] - 1
             manager = WindowManager(p, self.policy, self.baselines)
             cleanup = manager.restore(list(part.entries.items()))
-            state = OwnedPartition(manager, OffsetGate(part.applied_offset), part.end_offset)
+            state = OwnedPartition(manager, OffsetGate(applied), part.end_offset)
             self.partitions[p] = state
-            if cleanup:
-                self.executor.execute(p, [Step(_NO_SOURCE, cleanup)], None)
+            if applied is not None:
+                self.pending_seeks[p] = applied + 1
+            new_cursor = applied if part.applied_offset is None else None
+            if cleanup or new_cursor is not None:
+                self.executor.execute(p, [Step(_NO_SOURCE, cleanup)], new_cursor)
             self.stats.recovered_bytes += part.bytes_read
             log.info(
                 "partition %d: recovered %d agents, %d open windows from %d changelog bytes; "
@@ -200,7 +214,7 @@ class Processor:
                 len(manager.agents),
                 manager.open_window_count,
                 part.bytes_read,
-                part.applied_offset,
+                applied,
             )
         self.pending_recovery -= set(wanted)
         self.stats.recoveries += 1
@@ -214,7 +228,7 @@ class Processor:
         try:
             if self.pending_recovery:
                 self.recover_pending()
-            return self._process(messages)
+            return self.take_seeks() + self._process(messages)
         finally:
             self.busy_since = None
             self._publish()
@@ -265,6 +279,12 @@ class Processor:
             self.executor.execute(p, partition_steps, applied[p])
         stats.compute_seconds += computed - began
         stats.execute_seconds += time.perf_counter() - computed
+        return seeks
+
+    def take_seeks(self) -> list[tuple[int, int]]:
+        """Seeks owed to the consumer since the last call (after recoveries)."""
+        seeks = [(p, offset) for p, offset in self.pending_seeks.items() if p in self.owned]
+        self.pending_seeks.clear()
         return seeks
 
     # -- ticks --------------------------------------------------------------------------------

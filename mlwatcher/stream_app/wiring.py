@@ -52,6 +52,8 @@ TAKE_WITHIN_S = 0.01
 CONSUMER_MAX_FETCH_BYTES = 8_000_000
 #: exit code of a worker that stayed stalled after the remedy (the supervisor restarts it)
 EXIT_STALLED = 75
+#: exit code of a worker whose state writes or recovery failed
+EXIT_STATE_FAILED = 70
 
 
 def is_tick(headers: Any) -> bool:
@@ -171,6 +173,7 @@ class WorkerRuntime:
             },
             stats=self.stats,
             last_written=self.outputs.last_state_offset.get,
+            committed=self._committed,
         )
         self.detector = StallDetector(settings.stall_timeout_s)
         self.state_thread = ThreadPoolExecutor(1, thread_name_prefix="mlwatcher-state")
@@ -185,6 +188,13 @@ class WorkerRuntime:
             partitions,
             dict(self.settings.kafka_options),
         )
+
+    def _committed(self, partitions: Collection[int]) -> dict[int, int]:
+        watcher = OffsetWatcher(self.settings)  # the state thread's own client
+        try:
+            return watcher.committed(partitions)
+        finally:
+            watcher.close()
 
     async def in_state_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.state_thread, fn, *args)
@@ -254,7 +264,21 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 )
                 for event in events
             ]
-            seeks = await runtime.in_state_thread(processor.process, batch)
+            try:
+                seeks = await runtime.in_state_thread(processor.process, batch)
+            except Exception as exc:
+                # The windows in memory may now be ahead of what is durable: only a restart
+                # (recovery from the changelog, redelivery after the cursor) is correct.
+                log.critical(
+                    "state thread failed (%s: %s): exiting with status %d; nothing is lost, "
+                    "the restarted worker resumes from the changelog",
+                    type(exc).__name__,
+                    exc,
+                    EXIT_STATE_FAILED,
+                    exc_info=True,
+                )
+                logging.shutdown()
+                os._exit(EXIT_STATE_FAILED)
             for partition, offset in seeks:
                 await app.consumer.seek(TP(topic_name, partition), offset)
 
@@ -263,14 +287,16 @@ def create_app(settings: WorkerSettings) -> faust.App:
         if not runtime.joined:
             return
 
-        def due_ticks() -> list[int]:
+        def due_ticks() -> list[tuple[int, int]]:
             now = time.time()
-            due = processor.partitions_due_a_tick(now)
-            for partition in due:
+            for partition in processor.partitions_due_a_tick(now):
                 runtime.outputs.send_tick(partition, int(now * 1000))
-            return due
+            return processor.take_seeks()
 
-        await runtime.in_state_thread(due_ticks)
+        # Also where a recovered partition's consumer is first moved to its cursor, even if
+        # no message of it arrives.
+        for partition, offset in await runtime.in_state_thread(due_ticks):
+            await app.consumer.seek(TP(topic_name, partition), offset)
 
     @app.timer(interval=1.0)
     async def watch() -> None:

@@ -12,6 +12,9 @@ import pytest
 from mlwatcher.metrics import compute_metrics
 from mlwatcher.schemas import MetricRecord, PredictionBatch
 from mlwatcher.schemas.codec import MAGIC
+from mlwatcher.stream_app.executor import ActionExecutor, Step
+from mlwatcher.stream_app.outputs import SourceMessage
+from mlwatcher.stream_app.processor import Incoming, OffsetGate, Processor, Verdict
 from mlwatcher.stream_app.settings import WindowPolicy
 from mlwatcher.stream_app.state_codec import parse_key
 from mlwatcher.stream_app.windows import (
@@ -23,12 +26,10 @@ from mlwatcher.stream_app.windows import (
     WINDOW_CHANGED,
     Action,
     DeadLetter,
-    DeleteState,
-    EmitRecord,
-    PutState,
     WindowManager,
     align,
 )
+from tests.stream_app.memory_outputs import Crash, MemoryOutputs
 
 WINDOW = 10_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % WINDOW  # an aligned window start
@@ -61,25 +62,29 @@ def make_batch(
 
 
 class Table:
-    """What the Faust table would hold after executing the actions in order."""
+    """The real ActionExecutor writing to in-memory topics: what a successor would read back."""
 
     def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-        self.records: list[MetricRecord] = []
-        self.dead: list[DeadLetter] = []
-        self.log: list[Action] = []
+        self.outputs = MemoryOutputs()
+        self.executor = ActionExecutor(self.outputs)
 
     def execute(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            self.log.append(action)
-            if isinstance(action, PutState):
-                self.data[action.key] = action.value
-            elif isinstance(action, DeleteState):
-                self.data.pop(action.key, None)
-            elif isinstance(action, EmitRecord):
-                self.records.append(action.record)
-            elif isinstance(action, DeadLetter):
-                self.dead.append(action)
+        self.executor.execute(0, [Step(NO_SOURCE, list(actions))], None)
+
+    @property
+    def data(self) -> dict[bytes, bytes]:
+        return self.outputs.table(0)
+
+    @property
+    def records(self) -> list[MetricRecord]:
+        return self.outputs.records
+
+    @property
+    def dead(self) -> list[DeadLetter]:
+        return self.outputs.dead
+
+
+NO_SOURCE = SourceMessage("predictions", 0, -1, None, None)
 
 
 def feed(manager: WindowManager, table: Table, batches: list[PredictionBatch], first: int = 0):
@@ -209,61 +214,122 @@ def _run(messages: list[tuple[str, object]], manager: WindowManager, table: Tabl
             table.execute(manager.on_message(payload, offset))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("crash_after_actions", range(0, 60, 2))
-def test_crash_replay_reemits_identical_records(
-    crash_after_actions: int, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A worker dies after an arbitrary prefix of its table writes; its successor restores
-    that prefix, Kafka redelivers from the last committed offset, and every record comes out
-    with the same content (buffer overflows, so the reservoir draws matter)."""
-    messages: list[tuple[str, object]] = []
+def _messages() -> list[Incoming]:
+    """Three windows of 4 batches that overflow the buffer (reservoir draws matter), ticks."""
+    messages: list[Incoming] = []
+
+    def add(value: bytes, tick: bool) -> None:
+        messages.append(Incoming("predictions", 0, len(messages), None, value, 0, tick))
+
     for window in range(3):
         for i in range(4):
             batch = make_batch(
                 T0 + window * WINDOW + 2_000 * i, rows=60, buffer=50, seed=window * 10 + i
             )
-            messages.append(("batch", batch.encode()))
-        messages.append(("tick", T0 + window * WINDOW + 1_000))
-    messages.append(("tick", T0 + 10 * WINDOW))
-    reference_manager, reference_table = WindowManager(0, POLICY), Table()
-    _run(messages, reference_manager, reference_table, 0)
-    expected = {r.window_id: r.encode() for r in reference_table.records}
+            add(batch.encode(), False)
+        add(str(T0 + window * WINDOW + 1_000).encode(), True)
+    add(str(T0 + 10 * WINDOW).encode(), True)
+    return messages
+
+
+def _processor(outputs: MemoryOutputs) -> Processor:
+    processor = Processor(
+        outputs,
+        outputs.recover,
+        outputs.end_offsets,
+        policy=POLICY,
+        last_written=outputs.last_written,
+    )
+    processor.assign([0])
+    processor.recover_pending()
+    return processor
+
+
+def _deliver(processor: Processor, messages: list[Incoming], start: int, batch: int) -> None:
+    """What the consumer does: deliver from ``start`` in batches, honouring seeks."""
+    position = start
+    for _, offset in processor.take_seeks():  # the timer hands these over after a recovery
+        position = offset
+    while position < len(messages):
+        seeks = processor.process(messages[position : position + batch])
+        position += batch
+        if seeks:
+            [(_, position)] = seeks
+
+
+@pytest.mark.parametrize("crash_after_writes", range(0, 60, 3))
+@pytest.mark.parametrize("redelivery", ["behind", "ahead"])
+def test_crash_replay_reemits_identical_records(
+    crash_after_writes: int, redelivery: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker dies after an arbitrary prefix of its state writes; its successor recovers
+    that prefix, the consumer redelivers from the group's committed offset (behind the cursor,
+    or ahead of it, which must not lose anything) and every record comes out with the same
+    bytes."""
+    messages = _messages()
+    reference = MemoryOutputs()
+    _deliver(_processor(reference), messages, 0, batch=1)
+    expected = {
+        r.window_id: b for r, b in zip(reference.records, reference.record_bytes, strict=True)
+    }
     assert len(expected) == 3 + POLICY.empty_window_limit
 
-    # Replay the same run, stop after `crash_after_actions` table writes.
-    crashed = Table()
-    manager = WindowManager(0, POLICY)
-    writes = 0
-    committed = 0
-    for offset, (kind, payload) in enumerate(messages):
-        actions = (
-            manager.on_tick(int(payload), offset)  # type: ignore[call-overload]
-            if kind == "tick"
-            else manager.on_message(payload, offset)  # type: ignore[arg-type]
-        )
-        for action in actions:
-            if isinstance(action, PutState | DeleteState):
-                if writes == crash_after_actions:
-                    break
-                writes += 1
-            crashed.execute([action])
-        else:
-            if offset % 3 == 2:
-                committed = offset + 1  # Faust commits now and then
-            continue
-        break
-    successor, table = WindowManager(0, POLICY), Table()
-    table.data = dict(crashed.data)
-    table.execute(successor.restore(list(table.data.items())))
-    _run(messages, successor, table, committed)
-    got = {r.window_id: r.encode() for r in crashed.records + table.records}
+    counting = MemoryOutputs()
+    _deliver(_processor(counting), messages, 0, batch=2)
+    total_writes = len(counting.state_log[0])
+    crashed = MemoryOutputs(fail_after_state_writes=crash_after_writes % total_writes)
+    with pytest.raises(Crash):
+        _deliver(_processor(crashed), messages, 0, batch=2)
+    cursor = _processor(crashed.copy_state()).partitions[0].gate.next_offset or 0
+
+    # Offsets are committed only after a cursor covers them, so without a cursor nothing is.
+    if redelivery == "behind" or cursor == 0:
+        committed = max(0, cursor - 3)
+    else:  # a consumer that committed messages it skipped (after a rebalance) is ahead
+        committed = min(len(messages), cursor + 3)
+
+    successor = crashed.copy_state()
+    _deliver(_processor(successor), messages, committed, batch=3)
+    got = {r.window_id: b for r, b in zip(crashed.records, crashed.record_bytes, strict=True)}
+    for record, raw in zip(successor.records, successor.record_bytes, strict=True):
+        assert raw == expected[record.window_id]  # a re-emission is byte-identical
+        got[record.window_id] = raw
     assert got == expected
-    for record in table.records:
-        assert record.encode() == expected[record.window_id]
-    assert table.dead == []
+    assert successor.dead == []
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
-    # Nothing stale is left once everything is emitted: only the meta and the last reference.
-    assert sorted(parse_key(k)[0] for k in table.data) == ["m", "r"]
+    # Nothing stale is left once everything is emitted: the cursor, the meta, the last reference.
+    assert sorted(parse_key(k)[0] for k in successor.table(0)) == ["c", "m", "r"]
+
+
+def test_offset_gate_admits_each_offset_once_and_seeks_back_over_a_gap() -> None:
+    gate = OffsetGate(applied_offset=9)
+    assert [gate.admit(o) for o in (8, 9)] == [Verdict.SKIP, Verdict.SKIP]  # redelivered
+    assert gate.admit(10) is Verdict.PROCESS
+    assert gate.admit(13) is Verdict.SEEK and gate.next_offset == 11  # 11, 12 never applied
+    assert [gate.admit(o) for o in (14, 15)] == [Verdict.SKIP, Verdict.SKIP]  # fetched before
+    assert [gate.admit(o) for o in (11, 12, 13, 14)] == [Verdict.PROCESS] * 4  # the re-read
+    hole = OffsetGate(applied_offset=4)
+    assert hole.admit(7) is Verdict.SEEK
+    assert hole.admit(7) is Verdict.PROCESS  # the re-read starts at 7: offsets 5, 6 do not exist
+    assert OffsetGate(None).admit(42) is Verdict.PROCESS  # no cursor: trust the group offset
+
+
+def test_reassigned_partition_keeps_memory_only_if_nobody_else_wrote() -> None:
+    messages = _messages()[:5]
+    outputs = MemoryOutputs()
+    processor = _processor(outputs)
+    processor.process(messages[:3])
+    held = processor.partitions[0]
+    processor.revoke([0])
+    processor.assign([0])
+    assert processor.partitions[0] is held and not processor.pending_recovery
+    processor.revoke([0])
+    other = _processor(outputs.another_producer())  # another worker owned it meanwhile
+    other.process(messages[3:5])
+    processor.assign([0])
+    assert processor.pending_recovery == {0}
+    processor.recover_pending()
+    assert processor.partitions[0].gate.next_offset == 5
 
 
 def test_changelog_bytes_grow_like_reservoir_replacements() -> None:
@@ -281,7 +347,7 @@ def test_changelog_bytes_grow_like_reservoir_replacements() -> None:
         )
         table.execute(manager.on_message(batch.encode(), i))
     delta_bytes = sum(
-        len(a.value) for a in table.log if isinstance(a, PutState) and a.key.startswith(b'["d"')
+        len(value) for key, value in table.outputs.state_log[0] if key.startswith(b'["d"') and value
     )
     rows = rows_per_batch * n_batches
     expected_rows = buffer * (1 + math.log(rows / buffer))

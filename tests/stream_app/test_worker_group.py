@@ -126,6 +126,9 @@ def test_two_workers_share_partitions_and_survive_kill_9(
         assert record.rows_seen == 5 * 40, record.agent_id
         assert record.rows_sampled == 50
         assert record.batches == 5
+    survivor = second.metrics()
+    assert survivor["mlwatcher_worker_recoveries_total"] >= 1  # it read the changelog back
+    assert survivor["mlwatcher_worker_stalls_total"] == 0  # and never looked stalled
 
 
 def test_sigterm_is_clean_and_commits_offsets(
