@@ -362,3 +362,16 @@ def _as_dict(points) -> dict:
         (p.what, p.class_name, p.feat_name, p.stat, tuple(sorted(p.extra.items()))): p.value
         for p in points
     }
+
+
+def test_ticks_go_only_to_owned_partitions_with_a_due_window_at_most_once_a_second() -> None:
+    outputs = MemoryOutputs()
+    processor = _processor(outputs)
+    processor.process([Incoming("predictions", 0, 0, None, make_batch(T0 + 1_000).encode(), 0)])
+    due_s = (T0 + WINDOW + POLICY.grace_for(WINDOW) + POLICY.idle_close_delay_ms) / 1000
+    assert processor.partitions_due_a_tick(due_s - 0.001) == []
+    assert processor.partitions_due_a_tick(due_s) == [0]
+    assert processor.partitions_due_a_tick(due_s + 0.5) == []  # one in flight
+    assert processor.partitions_due_a_tick(due_s + 1.0) == [0]
+    processor.revoke([0])
+    assert processor.partitions_due_a_tick(due_s + 5.0) == []
