@@ -265,6 +265,55 @@ def _close_delay(bootstrap: str, log_dir: Path) -> dict[str, float]:
     }
 
 
+def _processor_without_faust(
+    bootstrap: str, backlog: list[tuple[bytes, bytes]]
+) -> dict[str, float]:
+    """Baseline in the same run: the worker's Processor (same state writes and acks), fed by a
+    plain confluent-kafka consumer in 500-message batches instead of Faust. The difference to
+    the worker is what Faust's consumer, stream and acks cost."""
+    from mlwatcher.stream_app.changelog import ensure_changelog_topic, read_partitions
+    from mlwatcher.stream_app.outputs import KafkaOutputs
+    from mlwatcher.stream_app.processor import Incoming, Processor
+
+    topics = _topics(bootstrap)
+    changelog = f"bench-plain-{uuid.uuid4().hex[:6]}-window-state-changelog"
+    ensure_changelog_topic(bootstrap, changelog, PARTITIONS, {})
+    produce_all(bootstrap, topics["predictions"], backlog)
+    outputs = KafkaOutputs(bootstrap, changelog_topic=changelog, metrics_topic=topics["metrics"],
+                           dead_letter_topic=topics["dead"],
+                           predictions_topic=topics["predictions"])  # fmt: skip
+    processor = Processor(
+        outputs,
+        lambda wanted: read_partitions(bootstrap, changelog, wanted, {}),
+        lambda wanted: dict.fromkeys(wanted, 0),
+    )
+    processor.assign(range(PARTITIONS))
+    processor.recover_pending()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-plain",
+                         "enable.auto.commit": False, "fetch.max.bytes": 64_000_000})  # fmt: skip
+    consumer.assign([TopicPartition(topics["predictions"], p, 0) for p in range(PARTITIONS)])
+    start = None
+    try:
+        while processor.stats.rows < BACKLOG_BATCHES * ROWS:
+            messages = [m for m in consumer.consume(500, timeout=1.0) if m.error() is None]
+            if start is None and messages:
+                start = time.perf_counter()
+            processor.process(
+                [Incoming(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                          m.timestamp()[1]) for m in messages]
+            )  # fmt: skip
+        seconds = time.perf_counter() - (start or time.perf_counter())
+    finally:
+        consumer.close()
+        outputs.close()
+    stats = processor.stats
+    return {
+        "rows_per_s_processor_without_faust": BACKLOG_BATCHES * ROWS / seconds,
+        "busy_share_processor_without_faust": (stats.compute_seconds + stats.execute_seconds)
+        / seconds,
+    }
+
+
 def _message_counts(bootstrap: str, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-unused"})
     try:
@@ -292,6 +341,7 @@ def run() -> dict[str, Any]:
             (_throughput(bootstrap, 2, log_dir, backlog) for _ in range(2)),
             key=lambda r: r["rows_per_s"],
         )
+        plain = _processor_without_faust(bootstrap, backlog)
         changelog = _changelog_bytes_per_window(bootstrap, one["app_id"])
         live = _close_delay(bootstrap, log_dir)
     return {
@@ -304,6 +354,9 @@ def run() -> dict[str, Any]:
         "rows_per_s_per_worker_2_workers": two["rows_per_s"] / 2,
         "seconds_1_worker": one["seconds"],
         "processing_seconds_1_worker": one["busy_seconds"],
+        # share of the wall time the state thread spent computing and writing (acks included)
+        "busy_share_1_worker": one["busy_seconds"] / one["seconds"],
+        **plain,
         **live,
         **changelog,
     }
