@@ -6,8 +6,9 @@ Each round runs 2–3 ``mlwatcher worker`` processes in one group on a 4-partiti
 topic while 8 agents send live traffic, and kills workers with SIGKILL in one of three ways:
 
 - ``traffic``: one worker, at a random moment while batches flow;
-- ``recovery``: one worker, then the survivor that took its partitions over, as soon as its
-  ``/metrics`` shows it recovering them (a kill during the survivor's own recovery);
+- ``recovery``: one worker, then a survivor as soon as its ``/metrics`` shows it in the
+  takeover (its partitions revoked for the rebalance, or the victim's just read back): a kill
+  during the survivor's own recovery;
 - ``double``: two workers within 1.5 s of each other.
 
 A supervisor restarts every killed worker after 0–3 s, as ``restart: always`` would. Every
@@ -267,6 +268,8 @@ def run_round(bootstrap: str, index: int, rng: np.random.Generator, log_root: Pa
         victim = int(rng.integers(n_workers))
         kill(victim)
         if mode == "recovery":
+            # The survivor's takeover: its partitions are revoked for the rebalance (0 owned),
+            # or it has just read the victim's partitions back. Kill it right then.
             others = [i for i in range(n_workers) if i != victim]
             before = {i: workers[i].metrics().get("mlwatcher_worker_recoveries_total", 0)
                       for i in others}  # fmt: skip
@@ -274,11 +277,14 @@ def run_round(bootstrap: str, index: int, rng: np.random.Generator, log_root: Pa
             second = None
             while second is None and time.monotonic() < deadline:
                 for i in others:
-                    now = workers[i].metrics().get("mlwatcher_worker_recoveries_total", 0)
-                    if now > before[i]:
+                    now = workers[i].metrics()
+                    if now and (
+                        now.get("mlwatcher_worker_assigned_partitions", 1) == 0
+                        or now.get("mlwatcher_worker_recoveries_total", 0) > before[i]
+                    ):
                         second = i
                         break
-                time.sleep(0.02)
+                time.sleep(0.01)
             kill(second if second is not None else others[0])
         elif mode == "double":
             time.sleep(float(rng.uniform(0, 1.5)))
