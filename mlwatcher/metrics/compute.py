@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwatcher.metrics import drift
+from mlwatcher.metrics import calibration, drift, estimated
 from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.metrics.inputs import (
     MetricInputError,
@@ -187,6 +187,8 @@ def compute_from_parts(
                 )
 
     _label_points(out, counters, classes)
+    calibration.add_points(out, counters)
+    estimated.add_points(out, counters, classes, reference and reference.calibration)
 
     if reference is not None and rows:
         _reference_drift(

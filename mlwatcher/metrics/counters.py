@@ -7,8 +7,23 @@ from typing import Any
 
 import numpy as np
 
+from mlwatcher.metrics import calibration
+from mlwatcher.metrics.calibration import N_BINS
+
 # Probabilities are clipped like scikit-learn's log_loss so one confident mistake stays finite.
 _EPS = float(np.finfo(np.float64).eps)
+
+
+#: the calibration and estimation counters, serialised under their own names
+_SUMMED_ARRAYS = (
+    "expected_confusion",
+    "confidence_rows",
+    "confidence_sum",
+    "confidence_sq_sum",
+    "reliability_rows",
+    "reliability_confidence_sum",
+    "reliability_correct",
+)
 
 
 def _empty_categories() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,6 +50,9 @@ class ExactCounters:
 
     ``confusion[i, j]`` counts rows whose label is class ``i`` and prediction class ``j``.
     Categorical value counts are kept as three parallel arrays sorted by (feature, value).
+    ``expected_confusion[c, j]`` sums ``p_c`` over every row predicted ``j`` (labels or not);
+    the ``confidence_*``, ``reliability_*`` and Brier counters are described in
+    :mod:`mlwatcher.metrics.calibration`.
     """
 
     n_classes: int
@@ -49,6 +67,14 @@ class ExactCounters:
     cat_feature: np.ndarray = field(default=None)  # type: ignore[assignment]
     cat_value: np.ndarray = field(default=None)  # type: ignore[assignment]
     cat_count: np.ndarray = field(default=None)  # type: ignore[assignment]
+    brier_sum: float = 0.0
+    expected_confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
+    confidence_rows: np.ndarray = field(default=None)  # type: ignore[assignment]
+    confidence_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    confidence_sq_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    reliability_rows: np.ndarray = field(default=None)  # type: ignore[assignment]
+    reliability_confidence_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    reliability_correct: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.pred_counts is None:
@@ -61,6 +87,21 @@ class ExactCounters:
             self.inf_counts = np.zeros(self.n_features, np.int64)
         if self.cat_feature is None:
             self.cat_feature, self.cat_value, self.cat_count = _empty_categories()
+        per_class_bin = (self.n_classes, N_BINS)
+        if self.expected_confusion is None:
+            self.expected_confusion = np.zeros((self.n_classes, self.n_classes))
+        if self.confidence_rows is None:
+            self.confidence_rows = np.zeros(per_class_bin, np.int64)
+        if self.confidence_sum is None:
+            self.confidence_sum = np.zeros(per_class_bin)
+        if self.confidence_sq_sum is None:
+            self.confidence_sq_sum = np.zeros(per_class_bin)
+        if self.reliability_rows is None:
+            self.reliability_rows = np.zeros(N_BINS, np.int64)
+        if self.reliability_confidence_sum is None:
+            self.reliability_confidence_sum = np.zeros(N_BINS)
+        if self.reliability_correct is None:
+            self.reliability_correct = np.zeros(N_BINS, np.int64)
 
     @property
     def labelled_rows(self) -> int:
@@ -80,12 +121,21 @@ class ExactCounters:
         n_rows, n_classes = probs.shape
         out = cls(n_classes=n_classes, n_features=n_features, rows_seen=n_rows)
         out.pred_counts = np.bincount(predicted, minlength=n_classes).astype(np.int64)
+        one_hot = np.zeros((n_rows, n_classes))
+        one_hot[np.arange(n_rows), predicted] = 1.0
+        out.expected_confusion = probs.T @ one_hot
+        confidence = calibration.confidence_of(probs, predicted)
+        out.confidence_rows, out.confidence_sum, out.confidence_sq_sum = (
+            calibration.confidence_counts(confidence, predicted, n_classes)
+        )
         if labels is not None:
             has = labels >= 0
             if not has.all():
                 labelled, pred, lab_probs = labels[has], predicted[has], probs[has]
+                lab_confidence = confidence[has]
             else:
                 labelled, pred, lab_probs = labels, predicted, probs
+                lab_confidence = confidence
             out.confusion = (
                 np.bincount(labelled * n_classes + pred, minlength=n_classes * n_classes)
                 .reshape(n_classes, n_classes)
@@ -93,6 +143,12 @@ class ExactCounters:
             )
             p_true = lab_probs[np.arange(labelled.size), labelled]
             out.log_loss_sum = float(-np.log(np.clip(p_true, _EPS, 1 - _EPS)).sum())
+            out.brier_sum = calibration.brier_sum(lab_probs, labelled)
+            (
+                out.reliability_rows,
+                out.reliability_confidence_sum,
+                out.reliability_correct,
+            ) = calibration.reliability_counts(lab_confidence, pred == labelled)
         if n_features:
             if features is None:
                 out.rows_without_features = n_rows
@@ -124,6 +180,14 @@ class ExactCounters:
         self.confusion += other.confusion
         self.nan_counts += other.nan_counts
         self.inf_counts += other.inf_counts
+        self.brier_sum += other.brier_sum
+        self.expected_confusion += other.expected_confusion
+        self.confidence_rows += other.confidence_rows
+        self.confidence_sum += other.confidence_sum
+        self.confidence_sq_sum += other.confidence_sq_sum
+        self.reliability_rows += other.reliability_rows
+        self.reliability_confidence_sum += other.reliability_confidence_sum
+        self.reliability_correct += other.reliability_correct
         if other.cat_feature.size:
             self.cat_feature, self.cat_value, self.cat_count = _group_categories(
                 np.concatenate((self.cat_feature, other.cat_feature)),
@@ -146,6 +210,7 @@ class ExactCounters:
             "rows_seen": self.rows_seen,
             "rows_without_features": self.rows_without_features,
             "log_loss_sum": self.log_loss_sum,
+            "brier_sum": self.brier_sum,
         }
         arrays = {
             f"{prefix}pred_counts": self.pred_counts,
@@ -155,6 +220,7 @@ class ExactCounters:
             f"{prefix}cat_feature": self.cat_feature,
             f"{prefix}cat_value": self.cat_value,
             f"{prefix}cat_count": self.cat_count,
+            **{f"{prefix}{name}": getattr(self, name) for name in _SUMMED_ARRAYS},
         }
         return meta, arrays
 
@@ -180,4 +246,6 @@ class ExactCounters:
             cat_feature=arrays[f"{prefix}cat_feature"],
             cat_value=arrays[f"{prefix}cat_value"],
             cat_count=arrays[f"{prefix}cat_count"],
+            brier_sum=float(meta["brier_sum"]),
+            **{name: arrays[f"{prefix}{name}"] for name in _SUMMED_ARRAYS},
         )

@@ -9,7 +9,11 @@ File format (``save``/``to_bytes``): an uncompressed NumPy ``.npz`` archive hold
   (sorted reference sample, interior PSI bin edges, reference share per bin) and the same
   three arrays for ``pred1_``;
 * ``feature_<j>_values`` / ``_counts`` for each categorical feature;
-* ``pred_class_counts`` – reference count of each predicted class.
+* ``pred_class_counts`` – reference count of each predicted class;
+* ``calibration_rows`` / ``_confidence_sum`` / ``_correct`` (``(n_classes, 15)`` each) and
+  ``meta.calibration_prior_rows`` when the profile was built with labels: the
+  :class:`~mlwatcher.metrics.calibration.CalibrationMap` used by performance estimation,
+  which is also the reference's reliability diagram.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlwatcher.metrics.calibration import CalibrationMap
 from mlwatcher.metrics.drift import NumericReference
 from mlwatcher.metrics.inputs import (
     MetricInputError,
     as_features,
     as_probabilities,
     categorical_indices,
+    normalise_labels,
     predicted_classes,
 )
 from mlwatcher.metrics.stats import row_summaries
@@ -62,6 +68,7 @@ class ReferenceProfile:
     categories: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     pred1: NumericReference | None = None
     pred_class_counts: np.ndarray | None = None
+    calibration: CalibrationMap | None = None
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -70,15 +77,22 @@ class ReferenceProfile:
         features: Any = None,
         predict_proba: Any = None,
         *,
+        labels: Any = None,
         feature_names: Sequence[str] | None = None,
         categorical_features: Sequence[int | str] = (),
         threshold: float = 0.5,
         max_sample: int = DEFAULT_MAX_SAMPLE,
         seed: int = 0,
     ) -> ReferenceProfile:
-        """Profile training data (features and/or predicted probabilities; DataFrame ok)."""
+        """Profile training data (features and/or predicted probabilities; DataFrame ok).
+
+        With ``labels`` (one per row of ``predict_proba``, ``-1`` = unknown) the profile also
+        holds a calibration map fitted on the labelled rows.
+        """
         if features is None and predict_proba is None:
             raise MetricInputError("reference: give features, predict_proba or both")
+        if labels is not None and predict_proba is None:
+            raise MetricInputError("labels: calibrating needs predict_proba as well")
         rng = np.random.default_rng(seed)
         profile = cls(n_features=0, threshold=float(threshold))
         if predict_proba is not None:
@@ -91,6 +105,10 @@ class ReferenceProfile:
             profile.pred_class_counts = np.bincount(
                 predicted_classes(probs, threshold), minlength=probs.shape[1]
             ).astype(np.int64)
+            if labels is not None:
+                label_vec = normalise_labels(labels, probs.shape[0], probs.shape[1])
+                assert label_vec is not None
+                profile.calibration = CalibrationMap.fit(probs, label_vec, threshold)
         if features is not None:
             n_rows = len(features)
             feats, names = as_features(features, n_rows)
@@ -160,6 +178,10 @@ class ReferenceProfile:
             arrays[f"feature_{j}_counts"] = counts
         if self.pred_class_counts is not None:
             arrays["pred_class_counts"] = self.pred_class_counts
+        calibration_meta: dict[str, Any] = {}
+        if self.calibration is not None:
+            calibration_meta, calibration_arrays = self.calibration.to_parts()
+            arrays.update(calibration_arrays)
         meta = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -169,6 +191,7 @@ class ReferenceProfile:
             "threshold": self.threshold,
             "n_classes": self.n_classes,
             "stds": stds,
+            **calibration_meta,
         }
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buffer = io.BytesIO()
@@ -205,6 +228,8 @@ class ReferenceProfile:
             n_classes=meta["n_classes"],
             pred_class_counts=arrays.get("pred_class_counts"),
         )
+        if "calibration_rows" in arrays:
+            profile.calibration = CalibrationMap.from_parts(meta, arrays)
         for key in meta["stds"]:
             if key == "pred1":
                 profile.pred1 = numeric_ref(key)

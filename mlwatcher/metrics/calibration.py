@@ -1,0 +1,194 @@
+"""Calibration: is the model's confidence a probability? Counters, metrics and the map.
+
+The *confidence* of a row is the probability the model gives to the class it predicts,
+``p[pred]`` (the top-label probability; for a binary model with a threshold other than 0.5
+the predicted class need not be the larger one). Confidences fall into ``N_BINS`` equal-width
+bins: bin ``k`` holds ``k/15 <= p < (k+1)/15``, the last bin includes 1.
+
+Every counter here is a sum over rows, so a window's counters are the sums of its batches'
+(exact and mergeable, like the confusion matrix). Three kinds:
+
+* per predicted class ``j`` and bin ``b``, over *every* row: rows, Σ p and Σ p² — what
+  performance estimation needs to apply a :class:`CalibrationMap` at window close;
+* per bin, over *labelled* rows: rows, Σ p and correct predictions — the reliability
+  diagram and the expected calibration error;
+* the Brier sum over labelled rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlwatcher.metrics.inputs import MetricInputError, predicted_classes
+from mlwatcher.metrics.points import COUNTER, GAUGE
+
+if TYPE_CHECKING:
+    from mlwatcher.metrics.compute import _Points
+    from mlwatcher.metrics.counters import ExactCounters
+
+N_BINS = 15
+#: reference rows a bin needs before its accuracy outweighs the raw probability (see the map)
+PRIOR_ROWS = 10.0
+
+
+def confidence_bins(confidence: np.ndarray) -> np.ndarray:
+    """Bin index ``floor(15 p)`` of each confidence, clipped to ``[0, 14]`` (1.0 → bin 14)."""
+    return np.clip((confidence * N_BINS).astype(np.int64), 0, N_BINS - 1)
+
+
+def confidence_of(probs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """The probability of the predicted class of each row."""
+    return probs[np.arange(probs.shape[0]), predicted]
+
+
+def confidence_counts(
+    confidence: np.ndarray, predicted: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (predicted class, bin), shape ``(C, N_BINS)``: rows, Σ p, Σ p² of the rows."""
+    index = predicted * N_BINS + confidence_bins(confidence)
+    size = n_classes * N_BINS
+    shape = (n_classes, N_BINS)
+    rows = np.bincount(index, minlength=size).reshape(shape).astype(np.int64)
+    total = np.bincount(index, weights=confidence, minlength=size).reshape(shape)
+    squares = np.bincount(index, weights=confidence * confidence, minlength=size).reshape(shape)
+    return rows, total, squares
+
+
+def reliability_counts(
+    confidence: np.ndarray, correct: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin, over labelled rows: rows, Σ confidence, correct predictions."""
+    bins = confidence_bins(confidence)
+    rows = np.bincount(bins, minlength=N_BINS).astype(np.int64)
+    total = np.bincount(bins, weights=confidence, minlength=N_BINS)
+    hits = np.bincount(bins, weights=correct, minlength=N_BINS).astype(np.int64)
+    return rows, total, hits
+
+
+def brier_sum(probs: np.ndarray, labels: np.ndarray) -> float:
+    """``Σ_rows Σ_c (p_c − 1[y = c])²`` = ``Σ_rows (Σ_c p_c² − 2 p_y + 1)`` (labelled rows)."""
+    p_true = probs[np.arange(labels.size), labels]
+    return float(np.einsum("ij,ij->", probs, probs) - 2.0 * p_true.sum() + labels.size)
+
+
+def brier_score(total: float, labelled_rows: int, n_classes: int) -> float:
+    """Mean Brier score, as ``sklearn.metrics.brier_score_loss(scale_by_half="auto")``.
+
+    Multi-class: ``mean Σ_c (p_c − 1[y = c])²`` in [0, 2]. Binary: half of it, which is the
+    customary ``mean (p_1 − y)²`` in [0, 1].
+    """
+    mean = total / labelled_rows
+    return mean / 2 if n_classes == 2 else mean
+
+
+def expected_calibration_error(rows: np.ndarray, total: np.ndarray, hits: np.ndarray) -> float:
+    """Top-label ECE: ``Σ_b (n_b / N) · |accuracy_b − mean confidence_b|`` over the 15 bins."""
+    n = rows.sum()
+    return float(np.abs(hits - total).sum() / n)
+
+
+def add_points(out: _Points, counters: ExactCounters) -> None:
+    """``brier_score``, ``expected_calibration_error`` and the reliability-diagram points."""
+    n = counters.labelled_rows
+    if n == 0:
+        return
+    out.add("brier_score", GAUGE, brier_score(counters.brier_sum, n, counters.n_classes))
+    rows, total, hits = (
+        counters.reliability_rows,
+        counters.reliability_confidence_sum,
+        counters.reliability_correct,
+    )
+    out.add("expected_calibration_error", GAUGE, expected_calibration_error(rows, total, hits))
+    for b in range(N_BINS):
+        extra = {"bin": str(b)}
+        out.add("calibration_bin_rows", COUNTER, rows[b], extra=extra)
+        if rows[b]:
+            out.add("calibration_bin_confidence", GAUGE, total[b] / rows[b], extra=extra)
+            out.add("calibration_bin_accuracy", GAUGE, hits[b] / rows[b], extra=extra)
+
+
+@dataclass(slots=True)
+class CalibrationMap:
+    """Histogram binning of the top-label probability, per predicted class, with shrinkage.
+
+    Fitted on labelled reference rows. For class ``j`` and confidence bin ``b``, let ``n``
+    be the reference rows predicted ``j`` whose confidence is in ``b`` and ``a`` the share
+    of them that were right. A row predicted ``j`` with confidence ``p`` in bin ``b`` is
+    then right with probability
+
+        q = w · a + (1 − w) · p,    w = n / (n + PRIOR_ROWS)
+
+    Well-populated bins give classic histogram binning (``q = a``); bins with few or no
+    reference rows keep the model's own probability. ``q`` is affine in ``p`` within a
+    bin, so Σ q and Σ q(1 − q) over a window follow exactly from the per-bin counters
+    (rows, Σ p, Σ p²), without keeping the rows.
+    """
+
+    rows: np.ndarray  # (C, N_BINS) int64
+    confidence_sum: np.ndarray  # (C, N_BINS) float64
+    correct: np.ndarray  # (C, N_BINS) int64
+    prior_rows: float = PRIOR_ROWS
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.rows.shape[0])
+
+    @classmethod
+    def fit(cls, probs: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> CalibrationMap:
+        """The map of labelled rows (``labels`` ``-1`` = no label, such rows are ignored)."""
+        has = labels >= 0
+        if not has.any():
+            raise MetricInputError("labels: the reference has no labelled row to calibrate on")
+        probs, labels = probs[has], labels[has]
+        predicted = predicted_classes(probs, threshold)
+        confidence = confidence_of(probs, predicted)
+        rows, total, _ = confidence_counts(confidence, predicted, probs.shape[1])
+        index = predicted * N_BINS + confidence_bins(confidence)
+        hits = np.bincount(index, weights=predicted == labels, minlength=rows.size)
+        return cls(rows, total, hits.reshape(rows.shape).astype(np.int64))
+
+    def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(w·a, 1 − w)`` per (class, bin): the map is ``q = intercept + slope · p``."""
+        weight = self.rows / (self.rows + self.prior_rows)
+        accuracy = np.divide(
+            self.correct, self.rows, out=np.zeros(self.rows.shape), where=self.rows > 0
+        )
+        return weight * accuracy, 1.0 - weight
+
+    def expected_correct(self, counters: ExactCounters) -> tuple[np.ndarray, float]:
+        """Per predicted class Σ q over the window's rows, and Σ q(1 − q) over all rows."""
+        if self.n_classes != counters.n_classes:
+            raise MetricInputError(
+                f"reference: calibration map has {self.n_classes} classes,"
+                f" the window has {counters.n_classes}"
+            )
+        a, s = self.coefficients()
+        n, p1, p2 = counters.confidence_rows, counters.confidence_sum, counters.confidence_sq_sum
+        q1 = a * n + s * p1  # Σ q
+        q2 = a * a * n + 2 * a * s * p1 + s * s * p2  # Σ q²
+        return q1.sum(axis=1), float((q1 - q2).sum())
+
+    def reliability(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The reference's reliability diagram: rows, Σ confidence, correct per bin."""
+        return self.rows.sum(axis=0), self.confidence_sum.sum(axis=0), self.correct.sum(axis=0)
+
+    def to_parts(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"calibration_prior_rows": self.prior_rows}
+        arrays = {
+            "calibration_rows": self.rows,
+            "calibration_confidence_sum": self.confidence_sum,
+            "calibration_correct": self.correct,
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_parts(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> CalibrationMap:
+        return cls(
+            arrays["calibration_rows"].astype(np.int64),
+            arrays["calibration_confidence_sum"].astype(np.float64),
+            arrays["calibration_correct"].astype(np.int64),
+            float(meta["calibration_prior_rows"]),
+        )

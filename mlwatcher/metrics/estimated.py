@@ -1,0 +1,139 @@
+"""Performance without labels: confidence-based estimates of the label metrics (CBPE).
+
+If a row's probabilities are calibrated, its true class is ``c`` with probability ``p_c``.
+Summed over a window, the *expected confusion matrix* is
+
+    E[c, j] = Σ over rows predicted j of p_c
+
+and every label metric has an estimate: the same formula applied to ``E`` instead of the
+realised confusion (per-class one-vs-rest accuracy, precision, recall, F1 and their macro,
+micro and weighted averages, see :func:`scores`). This is NannyML's confidence-based
+performance estimation, computed exactly over every row of the window from exact counters.
+
+With a :class:`~mlwatcher.metrics.calibration.CalibrationMap` (from a reference profile
+built with labels) the diagonal uses the calibrated probability ``q`` of each row's
+predicted class; the rest of each column, ``pred_j − E[j, j]``, is shared among the other
+classes in proportion to their raw expected counts, so every column still sums to the rows
+predicted ``j``.
+
+Accuracy is a mean of independent Bernoulli(``q_i``) outcomes, so its estimate
+``Σ q_i / N`` comes with the standard error ``√(Σ q_i (1 − q_i)) / N``: the spread of the
+realised accuracy around the estimate when the probabilities are calibrated.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mlwatcher.metrics.points import GAUGE
+
+if TYPE_CHECKING:
+    from mlwatcher.metrics.calibration import CalibrationMap
+    from mlwatcher.metrics.compute import _Points
+    from mlwatcher.metrics.counters import ExactCounters
+
+PREFIX = "estimated_"
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros(num.shape), where=den != 0)
+
+
+def scores(confusion: np.ndarray) -> dict[str, np.ndarray | float]:
+    """Label metrics of a confusion matrix (``[true, predicted]``, counts or expectations).
+
+    Per class (one-vs-rest, scikit-learn's ``zero_division=0``): ``accuracy = (TP+TN)/N``,
+    ``precision = TP/(TP+FP)``, ``recall = TP/(TP+FN)``, ``f1 = 2TP/(2TP+FP+FN)``;
+    ``overall_accuracy = trace/N``; averages ``macro`` (mean over classes), ``micro`` (from
+    summed TP, FP, FN) and ``weighted`` (by support, the row sums).
+    """
+    total = confusion.sum()
+    tp = np.diag(confusion)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    fp, fn = predicted - tp, support - tp
+    per_class = {
+        "accuracy": (total - fp - fn) / total,
+        "precision": _divide(tp, tp + fp),
+        "recall": _divide(tp, tp + fn),
+        "f1": _divide(2 * tp, 2 * tp + fp + fn),
+    }
+    sums = {"tp": tp.sum(), "fp": fp.sum(), "fn": fn.sum()}
+    micro = {
+        "precision": sums["tp"] / (sums["tp"] + sums["fp"]) if sums["tp"] + sums["fp"] else 0.0,
+        "recall": sums["tp"] / (sums["tp"] + sums["fn"]) if sums["tp"] + sums["fn"] else 0.0,
+        "f1": 2 * sums["tp"] / (2 * sums["tp"] + sums["fp"] + sums["fn"]),
+    }
+    out: dict[str, np.ndarray | float] = dict(per_class)
+    out["overall_accuracy"] = tp.sum() / total
+    for what in ("precision", "recall", "f1"):
+        out[f"{what}_macro"] = float(per_class[what].mean())
+        out[f"{what}_micro"] = float(micro[what])
+        out[f"{what}_weighted"] = float(np.dot(per_class[what], support) / total)
+    return out
+
+
+def expected_confusion(
+    counters: ExactCounters, calibration: CalibrationMap | None = None
+) -> tuple[np.ndarray, float]:
+    """The expected confusion matrix and ``Σ q_i (1 − q_i)`` (the accuracy's variance × N²)."""
+    if calibration is None:
+        confusion = counters.expected_confusion.copy()
+        correct = counters.confidence_sum.sum(axis=1)
+        variance = float(correct.sum() - counters.confidence_sq_sum.sum())
+        return confusion, max(variance, 0.0)
+    diagonal, variance = calibration.expected_correct(counters)
+    confusion = counters.expected_confusion.copy()
+    np.fill_diagonal(confusion, 0.0)
+    wrong = counters.pred_counts - diagonal  # expected wrong rows of each predicted class
+    raw_wrong = confusion.sum(axis=0)
+    others = counters.n_classes - 1
+    share = np.where(
+        raw_wrong > 0, confusion / np.where(raw_wrong > 0, raw_wrong, 1.0), 1.0 / others
+    )
+    np.fill_diagonal(share, 0.0)
+    confusion = share * wrong
+    np.fill_diagonal(confusion, diagonal)
+    return confusion, max(variance, 0.0)
+
+
+def accuracy_stderr(accuracy: float, rows: int) -> float:
+    """Binomial standard error of a realised accuracy: ``√(acc (1 − acc) / N)``."""
+    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / rows)
+
+
+def add_points(
+    out: _Points,
+    counters: ExactCounters,
+    classes: list[str],
+    calibration: CalibrationMap | None,
+) -> None:
+    """The ``estimated_*`` points of a non-empty window, and ``overall_accuracy_stderr``."""
+    labelled = counters.labelled_rows
+    if labelled:
+        accuracy = np.trace(counters.confusion) / labelled
+        out.add("overall_accuracy_stderr", GAUGE, accuracy_stderr(accuracy, labelled))
+    rows = counters.rows_seen
+    if rows == 0:
+        return
+    confusion, variance = expected_confusion(counters, calibration)
+    values = scores(confusion)
+    out.add(PREFIX + "overall_accuracy", GAUGE, values["overall_accuracy"])
+    out.add(PREFIX + "overall_accuracy_stderr", GAUGE, math.sqrt(variance) / rows)
+    for i, name in enumerate(classes):
+        for what in ("accuracy", "precision", "recall", "f1"):
+            out.add(PREFIX + what, GAUGE, values[what][i], class_name=name)  # type: ignore[index]
+        for j, pred_name in enumerate(classes):
+            out.add(
+                PREFIX + "confusion_count",
+                GAUGE,
+                confusion[i, j],
+                class_name=name,
+                extra={"pred_class": pred_name},
+            )
+    for what in ("precision", "recall", "f1"):
+        for average in ("macro", "micro", "weighted"):
+            out.add(PREFIX + what, GAUGE, values[f"{what}_{average}"], extra={"average": average})
