@@ -50,6 +50,13 @@ def reference() -> None:
     "every other column is a feature.",
 )
 @click.option(
+    "--labels-column",
+    metavar="COL",
+    default=None,
+    help="Column of true class indices (empty or -1: unknown); with --proba-columns, fits "
+    "the calibration map used to estimate performance without labels.",
+)
+@click.option(
     "--threshold",
     default=0.5,
     show_default=True,
@@ -67,12 +74,25 @@ def build(
     output: Path,
     categorical: tuple[str, ...],
     proba_columns: str | None,
+    labels_column: str | None,
     threshold: float,
     max_sample: int,
     seed: int,
 ) -> None:
     """Read a CSV/Parquet table of training data and write a reference profile."""
     frame = _read_table(input_path)
+    labels = None
+    if labels_column is not None:
+        if labels_column not in frame.columns:
+            raise click.BadParameter(
+                f"unknown column {labels_column!r}", param_hint="--labels-column"
+            )
+        if not proba_columns:
+            raise click.UsageError(
+                "--labels-column needs --proba-columns (calibration maps probabilities)"
+            )
+        labels = frame[labels_column].fillna(-1).to_numpy()
+        frame = frame.drop(columns=[labels_column])
     proba = None
     if proba_columns:
         cols = [c for c in frame.columns if str(c).startswith(proba_columns)]
@@ -93,6 +113,7 @@ def build(
         profile = ReferenceProfile.from_data(
             features,
             proba,
+            labels=labels,
             categorical_features=list(categorical),
             threshold=threshold,
             max_sample=max_sample,
@@ -105,4 +126,9 @@ def build(
         f"wrote {output}: {profile.n_features} features"
         f" ({len(profile.categorical)} categorical), {len(frame)} rows"
         + (f", {proba.shape[1]} classes" if proba is not None else "")
+        + (
+            f", calibration map from {profile.calibration.rows.sum()} labelled rows"
+            if profile.calibration is not None
+            else ""
+        )
     )
