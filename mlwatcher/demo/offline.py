@@ -41,10 +41,12 @@ PARQUET_SCHEMA = pa.schema(
 
 
 def reference_profile(models: DigitsModels) -> ReferenceProfile:
-    """The drift baseline of every demo agent: the good model on held-out data."""
+    """The baseline of every demo agent: the good model on held-out, labelled data (drift
+    reference, and the calibration map of its performance estimates)."""
     return ReferenceProfile.from_data(
         models.reference_inputs,
         models.predict_proba(models.good, models.reference_inputs),
+        labels=models.reference_labels,
         feature_names=list(models.feature_names),
     )
 

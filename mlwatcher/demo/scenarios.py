@@ -58,6 +58,10 @@ class DigitsModels:
         """
         return self.traffic_inputs
 
+    @property
+    def reference_labels(self) -> np.ndarray:
+        return self.traffic_labels
+
     def predict_proba(self, model: LogisticRegression, pixels: np.ndarray) -> np.ndarray:
         # The models are fitted on pixels scaled to [0, 1]; scaling here keeps the features
         # we publish in their natural 0..16 unit, as a user of the dataset knows them.

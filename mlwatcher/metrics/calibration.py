@@ -114,17 +114,19 @@ def add_points(out: _Points, counters: ExactCounters) -> None:
 class CalibrationMap:
     """Histogram binning of the top-label probability, per predicted class, with shrinkage.
 
-    Fitted on labelled reference rows. For class ``j`` and confidence bin ``b``, let ``n``
-    be the reference rows predicted ``j`` whose confidence is in ``b`` and ``a`` the share
-    of them that were right. A row predicted ``j`` with confidence ``p`` in bin ``b`` is
-    then right with probability
+    Fitted on labelled reference rows. In confidence bin ``b``, let ``N`` be the reference
+    rows (of any predicted class) and ``A`` the share of them that were right, and ``n``,
+    ``a`` the same for the rows predicted ``j``. A row predicted ``j`` with confidence ``p``
+    in bin ``b`` is then right with probability
 
-        q = w · a + (1 − w) · p,    w = n / (n + PRIOR_ROWS)
+        q = w · a + (1 − w) · (W · A + (1 − W) · p),
+        w = n / (n + PRIOR_ROWS),  W = N / (N + PRIOR_ROWS)
 
-    Well-populated bins give classic histogram binning (``q = a``); bins with few or no
-    reference rows keep the model's own probability. ``q`` is affine in ``p`` within a
-    bin, so Σ q and Σ q(1 − q) over a window follow exactly from the per-bin counters
-    (rows, Σ p, Σ p²), without keeping the rows.
+    Well-populated bins give classic histogram binning (``q = a``, Zadrozny & Elkan 2001);
+    a class with few reference rows in the bin borrows the bin's accuracy over all classes,
+    and a bin with few rows of any class keeps the model's own probability. ``q`` is affine
+    in ``p`` within a bin, so Σ q and Σ q(1 − q) over a window follow exactly from the
+    per-bin counters (rows, Σ p, Σ p²), without keeping the rows.
     """
 
     rows: np.ndarray  # (C, N_BINS) int64
@@ -151,12 +153,16 @@ class CalibrationMap:
         return cls(rows, total, hits.reshape(rows.shape).astype(np.int64))
 
     def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(w·a, 1 − w)`` per (class, bin): the map is ``q = intercept + slope · p``."""
-        weight = self.rows / (self.rows + self.prior_rows)
-        accuracy = np.divide(
-            self.correct, self.rows, out=np.zeros(self.rows.shape), where=self.rows > 0
+        """``(intercept, slope)`` per (class, bin): the map is ``q = intercept + slope · p``."""
+        rows, correct = self.rows, self.correct
+        pooled_rows, pooled_correct = rows.sum(axis=0), correct.sum(axis=0)
+        w = rows / (rows + self.prior_rows)
+        pooled_w = pooled_rows / (pooled_rows + self.prior_rows)
+        a = np.divide(correct, rows, out=np.zeros(rows.shape), where=rows > 0)
+        pooled_a = np.divide(
+            pooled_correct, pooled_rows, out=np.zeros(pooled_rows.shape), where=pooled_rows > 0
         )
-        return weight * accuracy, 1.0 - weight
+        return w * a + (1 - w) * pooled_w * pooled_a, (1 - w) * (1 - pooled_w)
 
     def expected_correct(self, counters: ExactCounters) -> tuple[np.ndarray, float]:
         """Per predicted class Σ q over the window's rows, and Σ q(1 − q) over all rows."""
