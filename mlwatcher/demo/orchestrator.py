@@ -134,10 +134,13 @@ def run_offline(settings: DemoSettings, echo: Echo = print) -> DemoResult:
     models, timeline = _prepare(settings, start=time.time(), echo=echo)
     traffic = list(generate_traffic(models, timeline, settings.seed))
     parquet_dir = settings.output_dir / "parquet"
-    windows = offline.window_metrics(traffic, timeline, models, offline.reference_profile(models))
+    reference = offline.reference_profile(models)
+    windows = offline.window_metrics(traffic, timeline, models, reference)
     offline.write_metrics_dataset(windows, parquet_dir)
     echo(f"computed {len(windows)} windows offline into {parquet_dir}")
-    report = build_report(parquet_dir, settings.output_dir / "report")
+    report = build_report(
+        parquet_dir, settings.output_dir / "report", dict.fromkeys(AGENTS, reference)
+    )
     echo(f"report: {report.html_path}")
     return DemoResult(
         settings.output_dir,
@@ -206,7 +209,8 @@ class _DemoRun:
         start = time.time() + settings.startup_margin_s
         models, timeline = _prepare(settings, start=start, echo=self.echo)
         reference_path = self.output / "reference.npz"
-        offline.reference_profile(models).save(reference_path)
+        reference = offline.reference_profile(models)
+        reference.save(reference_path)
         bootstrap = self._start_broker()
         self._create_topics(bootstrap)
         self._start_worker(bootstrap, reference_path)
@@ -220,7 +224,9 @@ class _DemoRun:
         if make_report:
             from mlwatcher.report.render import build_report
 
-            report = build_report(self.parquet_dir, self.output / "report")
+            report = build_report(
+                self.parquet_dir, self.output / "report", dict.fromkeys(AGENTS, reference)
+            )
             report_html = report.html_path
             self.echo(f"report: {report_html} ({len(report.images)} charts)")
         return DemoResult(

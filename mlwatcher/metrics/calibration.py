@@ -36,7 +36,9 @@ PRIOR_ROWS = 10.0
 
 def confidence_bins(confidence: np.ndarray) -> np.ndarray:
     """Bin index ``floor(15 p)`` of each confidence, clipped to ``[0, 14]`` (1.0 → bin 14)."""
-    return np.clip((confidence * N_BINS).astype(np.int64), 0, N_BINS - 1)
+    bins = (confidence * N_BINS).astype(np.intp)
+    np.clip(bins, 0, N_BINS - 1, out=bins)
+    return bins
 
 
 def confidence_of(probs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -45,10 +47,10 @@ def confidence_of(probs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 
 def confidence_counts(
-    confidence: np.ndarray, predicted: np.ndarray, n_classes: int
+    confidence: np.ndarray, bins: np.ndarray, predicted: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per (predicted class, bin), shape ``(C, N_BINS)``: rows, Σ p, Σ p² of the rows."""
-    index = predicted * N_BINS + confidence_bins(confidence)
+    index = predicted * N_BINS + bins
     size = n_classes * N_BINS
     shape = (n_classes, N_BINS)
     rows = np.bincount(index, minlength=size).reshape(shape).astype(np.int64)
@@ -58,20 +60,20 @@ def confidence_counts(
 
 
 def reliability_counts(
-    confidence: np.ndarray, correct: np.ndarray
+    confidence: np.ndarray, bins: np.ndarray, correct: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per bin, over labelled rows: rows, Σ confidence, correct predictions."""
-    bins = confidence_bins(confidence)
     rows = np.bincount(bins, minlength=N_BINS).astype(np.int64)
     total = np.bincount(bins, weights=confidence, minlength=N_BINS)
     hits = np.bincount(bins, weights=correct, minlength=N_BINS).astype(np.int64)
     return rows, total, hits
 
 
-def brier_sum(probs: np.ndarray, labels: np.ndarray) -> float:
-    """``Σ_rows Σ_c (p_c − 1[y = c])²`` = ``Σ_rows (Σ_c p_c² − 2 p_y + 1)`` (labelled rows)."""
-    p_true = probs[np.arange(labels.size), labels]
-    return float(np.einsum("ij,ij->", probs, probs) - 2.0 * p_true.sum() + labels.size)
+def brier_sum(probs: np.ndarray, p_true: np.ndarray) -> float:
+    """``Σ_rows Σ_c (p_c − 1[y = c])²`` = ``Σ_rows (Σ_c p_c² − 2 p_y + 1)`` (labelled rows,
+    ``p_true`` = the probability of each row's label)."""
+    flat = probs.ravel()
+    return float(np.dot(flat, flat) - 2.0 * p_true.sum() + p_true.size)
 
 
 def brier_score(total: float, labelled_rows: int, n_classes: int) -> float:
@@ -147,8 +149,9 @@ class CalibrationMap:
         probs, labels = probs[has], labels[has]
         predicted = predicted_classes(probs, threshold)
         confidence = confidence_of(probs, predicted)
-        rows, total, _ = confidence_counts(confidence, predicted, probs.shape[1])
-        index = predicted * N_BINS + confidence_bins(confidence)
+        bins = confidence_bins(confidence)
+        rows, total, _ = confidence_counts(confidence, bins, predicted, probs.shape[1])
+        index = predicted * N_BINS + bins
         hits = np.bincount(index, weights=predicted == labels, minlength=rows.size)
         return cls(rows, total, hits.reshape(rows.shape).astype(np.int64))
 

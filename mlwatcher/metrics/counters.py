@@ -121,21 +121,23 @@ class ExactCounters:
         n_rows, n_classes = probs.shape
         out = cls(n_classes=n_classes, n_features=n_features, rows_seen=n_rows)
         out.pred_counts = np.bincount(predicted, minlength=n_classes).astype(np.int64)
-        one_hot = np.zeros((n_rows, n_classes))
-        one_hot[np.arange(n_rows), predicted] = 1.0
-        out.expected_confusion = probs.T @ one_hot
+        one_hot = np.zeros((n_classes, n_rows))
+        one_hot[predicted, np.arange(n_rows)] = 1.0
+        out.expected_confusion = (one_hot @ probs).T.copy()
         confidence = calibration.confidence_of(probs, predicted)
+        bins = calibration.confidence_bins(confidence)
         out.confidence_rows, out.confidence_sum, out.confidence_sq_sum = (
-            calibration.confidence_counts(confidence, predicted, n_classes)
+            calibration.confidence_counts(confidence, bins, predicted, n_classes)
         )
         if labels is not None:
             has = labels >= 0
-            if not has.all():
+            every_row_labelled = bool(has.all())
+            if not every_row_labelled:
                 labelled, pred, lab_probs = labels[has], predicted[has], probs[has]
-                lab_confidence = confidence[has]
+                lab_confidence, lab_bins = confidence[has], bins[has]
             else:
                 labelled, pred, lab_probs = labels, predicted, probs
-                lab_confidence = confidence
+                lab_confidence, lab_bins = confidence, bins
             out.confusion = (
                 np.bincount(labelled * n_classes + pred, minlength=n_classes * n_classes)
                 .reshape(n_classes, n_classes)
@@ -143,12 +145,19 @@ class ExactCounters:
             )
             p_true = lab_probs[np.arange(labelled.size), labelled]
             out.log_loss_sum = float(-np.log(np.clip(p_true, _EPS, 1 - _EPS)).sum())
-            out.brier_sum = calibration.brier_sum(lab_probs, labelled)
-            (
-                out.reliability_rows,
-                out.reliability_confidence_sum,
-                out.reliability_correct,
-            ) = calibration.reliability_counts(lab_confidence, pred == labelled)
+            out.brier_sum = calibration.brier_sum(lab_probs, p_true)
+            if every_row_labelled:  # the per-class confidence counts already hold the bins
+                out.reliability_rows = out.confidence_rows.sum(axis=0)
+                out.reliability_confidence_sum = out.confidence_sum.sum(axis=0)
+                out.reliability_correct = np.bincount(
+                    bins, weights=pred == labelled, minlength=N_BINS
+                ).astype(np.int64)
+            else:
+                (
+                    out.reliability_rows,
+                    out.reliability_confidence_sum,
+                    out.reliability_correct,
+                ) = calibration.reliability_counts(lab_confidence, lab_bins, pred == labelled)
         if n_features:
             if features is None:
                 out.rows_without_features = n_rows

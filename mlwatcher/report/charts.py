@@ -1,14 +1,16 @@
 """Matplotlib charts of one agent's windows (Agg backend: no display needed).
 
-Each agent gets one dashboard: five panels that share the time axis, so a change in the
+Each agent gets one dashboard: panels that share the time axis, so a change in the
 inputs (drift heatmap) lines up with its effect on the predictions (class mix, confidence)
-and on the quality (accuracy). Windows the data set counts as drifted are shaded in every
-panel. An overview chart puts every agent's accuracy and drift share side by side.
+and on the quality (accuracy, realised and estimated without labels). Windows the data set
+counts as drifted are shaded in every panel. An overview chart puts every agent's accuracy
+and drift share side by side; a reliability diagram per agent shows its calibration.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -22,6 +24,9 @@ from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 
 from mlwatcher.report import data, names
+
+if TYPE_CHECKING:
+    from mlwatcher.metrics.calibration import CalibrationMap
 
 DRIFT_SHADE = "#f4a582"
 _FLAG_COLOURS = ListedColormap(["#f7f7f7", "#b2182b"])
@@ -41,11 +46,11 @@ def window_length(frame: pd.DataFrame) -> pd.Timedelta:
 
 
 def agent_dashboard(frame: pd.DataFrame, agent: str, path: Path) -> Path:
-    """Write the five-panel dashboard of one agent's rows to ``path`` (PNG)."""
+    """Write the dashboard of one agent's rows to ``path`` (PNG)."""
     length = window_length(frame)
     drift = data.feature_drift(frame)
     n_features = len(drift.flags.index)
-    heights = [3, 1.4, 2, 2, 0.9, max(2.0, min(6.0, n_features * 0.06))]
+    heights = [3, 1.4, 2, 2, 2, 0.9, max(2.0, min(6.0, n_features * 0.06))]
     figure, axes = plt.subplots(
         len(heights),
         1,
@@ -59,8 +64,9 @@ def agent_dashboard(frame: pd.DataFrame, agent: str, path: Path) -> Path:
     _rows(axes[1], data.rows_per_window(frame), length)
     _confidence(axes[2], frame, length)
     _scores(axes[3], data.label_scores(frame), length)
+    _estimated_accuracy(axes[4], data.accuracy_estimates(frame), length)
     _flag_heatmap(
-        axes[4],
+        axes[5],
         drift.output_flags(),
         length,
         figure,
@@ -69,7 +75,7 @@ def agent_dashboard(frame: pd.DataFrame, agent: str, path: Path) -> Path:
         empty_text="no output drift metrics (no reference)",
     )
     _flag_heatmap(
-        axes[5],
+        axes[6],
         drift.flags,
         length,
         figure,
@@ -78,7 +84,7 @@ def agent_dashboard(frame: pd.DataFrame, agent: str, path: Path) -> Path:
         ylabel="feature",
         empty_text="no feature drift metrics (no reference, or no features)",
     )
-    for axis in axes[:4]:
+    for axis in axes[:5]:
         _shade_drift(axis, drift.dataset_drifted, length)
     _time_axis(axes[-1])
     figure.savefig(path, dpi=_DPI)
@@ -97,12 +103,23 @@ def overview(frame: pd.DataFrame, path: Path) -> Path:
         length = window_length(rows)
         scores = data.label_scores(rows)
         centre = scores.index + length / 2
+        colour = None
         if not scores.empty and scores["accuracy"].notna().any():
-            accuracy_axis.plot(centre, scores["accuracy"], marker=".", label=agent)
+            (line,) = accuracy_axis.plot(centre, scores["accuracy"], marker=".", label=agent)
+            colour = line.get_color()
+        estimated = data.accuracy_estimates(rows)["estimated"].dropna()
+        if not estimated.empty:
+            accuracy_axis.plot(
+                estimated.index + length / 2,
+                estimated.values,
+                linestyle="--",
+                color=colour,
+                label=f"{agent} (estimated)",
+            )
         share = data.feature_drift(rows).share
         if not share.empty:
             drift_axis.plot(share.index + length / 2, share.values, marker=".", label=agent)
-    accuracy_axis.set_ylabel("accuracy")
+    accuracy_axis.set_ylabel("accuracy\n(dashed: estimated\nwithout labels)")
     accuracy_axis.set_ylim(-0.02, 1.02)
     drift_axis.set_ylabel("share of features\ndrifted")
     drift_axis.set_ylim(-0.02, 1.02)
@@ -195,6 +212,97 @@ def _scores(axis: Axes, scores: pd.DataFrame, length: pd.Timedelta) -> None:
     axis.plot(centre, scores["macro_f1"], color="#e08214", marker=".", label="macro-F1")
     axis.set_ylim(-0.02, 1.02)
     axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+
+
+def _estimated_accuracy(axis: Axes, estimates: pd.DataFrame, length: pd.Timedelta) -> None:
+    axis.set_title(
+        "accuracy: realised (labels) vs estimated from confidence (no labels), ±2 stderr",
+        loc="left",
+        fontsize=10,
+    )
+    drawn = False
+    for column, label, colour, marker in (
+        ("estimated", "estimated", "#1b9e77", "s"),
+        ("realised", "realised", "#762a83", "o"),
+    ):
+        values = estimates[column].dropna()
+        if values.empty:
+            continue
+        centre = values.index + length / 2
+        axis.plot(centre, values, color=colour, marker=marker, markersize=3, label=label)
+        stderr = estimates[f"{column}_stderr"].reindex(values.index)
+        if stderr.notna().all():
+            low = (values - 2 * stderr).clip(lower=0)
+            high = (values + 2 * stderr).clip(upper=1)
+            axis.fill_between(centre, low, high, color=colour, alpha=0.2, linewidth=0)
+        drawn = True
+    if not drawn:
+        _no_data(axis, "no estimates")
+        return
+    axis.set_ylim(-0.02, 1.02)
+    axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+
+
+def reliability_diagram(
+    frame: pd.DataFrame, agent: str, path: Path, reference: CalibrationMap | None = None
+) -> Path:
+    """Accuracy vs confidence per bin for the latest labelled window and the reference."""
+    from mlwatcher.metrics.calibration import N_BINS
+
+    window, latest = data.reliability(frame)
+    figure, (curve, counts) = plt.subplots(
+        2,
+        1,
+        figsize=(6, 6.5),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 1]},
+        constrained_layout=True,
+    )
+    figure.suptitle(f"reliability of {agent}", fontsize=13, fontweight="bold")
+    curve.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="calibrated")
+    width = 1.0 / N_BINS
+    curves = []
+    if reference is not None:
+        rows, total, hits = reference.reliability()
+        filled = rows > 0
+        curves.append(
+            (
+                "reference",
+                "#1b9e77",
+                pd.DataFrame(
+                    {
+                        "rows": rows,
+                        "confidence": np.where(filled, total / np.maximum(rows, 1), np.nan),
+                        "accuracy": np.where(filled, hits / np.maximum(rows, 1), np.nan),
+                    }
+                ),
+            )
+        )
+    if window is not None and not latest.empty:
+        ece = data.select(frame, names.ECE, class_name=None, feat_name=None, stat=None)
+        ece = ece[ece["window_start"] == window]["value"]
+        label = f"latest window {window:%Y-%m-%d %H:%M:%S}"
+        if not ece.empty:
+            label += f" (ECE {ece.iloc[-1]:.3f})"
+        curves.append((label, "#762a83", latest))
+    if not curves:
+        _no_data(curve, "no labelled rows and no reference calibration map")
+    for offset, (label, colour, table) in enumerate(curves):
+        filled = table.dropna(subset=["accuracy"])
+        curve.plot(filled["confidence"], filled["accuracy"], marker="o", color=colour, label=label)
+        share = table["rows"] / max(table["rows"].sum(), 1)
+        left = np.asarray(table.index, dtype=float) * width + offset * width / 2
+        counts.bar(left, share, width=width / 2, align="edge", color=colour, alpha=0.8)
+    curve.set_xlim(0, 1)
+    curve.set_ylim(-0.02, 1.02)
+    curve.set_ylabel("accuracy in the bin")
+    curve.grid(alpha=0.3)
+    curve.legend(loc="lower right", fontsize=8)
+    counts.set_ylabel("share of rows")
+    counts.set_xlabel(f"confidence (probability of the predicted class), {N_BINS} bins")
+    figure.savefig(path, dpi=_DPI)
+    plt.close(figure)
+    return path
 
 
 def _flag_heatmap(

@@ -17,15 +17,35 @@ import click
     type=click.Path(file_okay=False),
     help="Directory for the PNG charts and report.html [env MLWATCHER_REPORT_OUTPUT].",
 )
-def report(parquet_dir: str, output_dir: str) -> None:
+@click.option(
+    "--reference",
+    "references",
+    multiple=True,
+    metavar="AGENT=PATH",
+    help="The agent's reference profile (as given to the worker); when built with labels, "
+    "its reliability diagram is drawn next to the latest window's. Repeatable.",
+)
+def report(parquet_dir: str, output_dir: str, references: tuple[str, ...]) -> None:
     """Render PNG charts and a self-contained HTML page from PARQUET_DIR (the Parquet sink's
     output): per agent the predicted-class mix, rows per window, confidence, accuracy and
-    macro-F1 and a feature-drift heatmap, plus a table of the windows flagged as drifted."""
+    macro-F1, realised vs estimated accuracy, feature drift and a reliability diagram, plus
+    a table of the windows flagged as drifted."""
+    from mlwatcher.metrics.inputs import MetricInputError
+    from mlwatcher.metrics.reference import ReferenceProfile
     from mlwatcher.report.data import ReportDataError
     from mlwatcher.report.render import build_report
 
+    profiles = {}
+    for pair in references:
+        agent, sep, path = pair.partition("=")
+        if not (sep and agent and path):
+            raise click.BadParameter(f"expected AGENT=PATH, got {pair!r}", param_hint="--reference")
+        try:
+            profiles[agent] = ReferenceProfile.load(path)
+        except (OSError, MetricInputError) as error:
+            raise click.BadParameter(f"{path}: {error}", param_hint="--reference") from error
     try:
-        result = build_report(parquet_dir, output_dir)
+        result = build_report(parquet_dir, output_dir, profiles)
     except ReportDataError as error:
         raise click.ClickException(str(error)) from error
     for name, path in result.images.items():

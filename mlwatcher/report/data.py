@@ -300,3 +300,43 @@ def drifted_windows(frame: pd.DataFrame) -> pd.DataFrame:
             "accuracy",
         ],
     )
+
+
+def accuracy_estimates(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per window: realised accuracy and its standard error (windows with labels), and the
+    accuracy estimated from the confidences with its standard error (every window)."""
+
+    def series(what: str) -> pd.Series:
+        return _series(select(frame, what, class_name=None, feat_name=None, stat=None, extra=""))
+
+    return pd.DataFrame(
+        {
+            "realised": series(names.ACCURACY_OVERALL),
+            "realised_stderr": series(names.ACCURACY_STDERR),
+            "estimated": series(names.ESTIMATED_ACCURACY),
+            "estimated_stderr": series(names.ESTIMATED_ACCURACY_STDERR),
+        },
+        dtype=float,
+    ).sort_index()
+
+
+def reliability(frame: pd.DataFrame) -> tuple[pd.Timestamp | None, pd.DataFrame]:
+    """The reliability diagram of the latest window with labelled rows: per confidence bin
+    (index ``0..14``) ``rows``, mean ``confidence`` and ``accuracy`` (NaN for empty bins)."""
+    rows = frame[frame["what"].isin([names.BIN_ROWS, names.BIN_CONFIDENCE, names.BIN_ACCURACY])]
+    if rows.empty:
+        return None, pd.DataFrame(columns=["rows", "confidence", "accuracy"])
+    latest = rows["window_start"].max()
+    rows = rows[rows["window_start"] == latest]
+    bins = rows["extra"].map(lambda text: int(_extra_dict(text)[names.BIN_KEY]))
+    table = rows.assign(bin=bins).pivot_table(
+        index="bin", columns="what", values="value", aggfunc="last"
+    )
+    table = table.rename(
+        columns={
+            names.BIN_ROWS: "rows",
+            names.BIN_CONFIDENCE: "confidence",
+            names.BIN_ACCURACY: "accuracy",
+        }
+    )
+    return latest, table.reindex(columns=["rows", "confidence", "accuracy"]).sort_index()

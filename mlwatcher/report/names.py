@@ -27,3 +27,14 @@ DRIFT_SCORE_STAT = "psi"
 DRIFT_SHARE_STAT = "share"
 #: the engine's default: the data set drifts when at least half of its features do
 DATASET_DRIFT_SHARE = 0.5
+
+#: performance without labels, and its uncertainty
+ESTIMATED_ACCURACY = "estimated_overall_accuracy"
+ESTIMATED_ACCURACY_STDERR = "estimated_overall_accuracy_stderr"
+ACCURACY_STDERR = "overall_accuracy_stderr"
+#: reliability diagram: one point per confidence bin, the bin index in ``extra`` (``bin=k``)
+BIN_ROWS = "calibration_bin_rows"
+BIN_CONFIDENCE = "calibration_bin_confidence"
+BIN_ACCURACY = "calibration_bin_accuracy"
+BIN_KEY = "bin"
+ECE = "expected_calibration_error"

@@ -5,13 +5,18 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mlwatcher.report import charts, data
+
+if TYPE_CHECKING:
+    from mlwatcher.metrics.reference import ReferenceProfile
 
 
 @dataclass
@@ -24,8 +29,17 @@ class Report:
     windows: dict[str, int] = field(default_factory=dict)  # agent -> windows in the data
 
 
-def build_report(metrics_path: str | Path, output_dir: str | Path) -> Report:
-    """Read the Parquet metrics under ``metrics_path`` and write the report to ``output_dir``."""
+def build_report(
+    metrics_path: str | Path,
+    output_dir: str | Path,
+    references: Mapping[str, ReferenceProfile] | None = None,
+) -> Report:
+    """Read the Parquet metrics under ``metrics_path`` and write the report to ``output_dir``.
+
+    ``references`` (agent → profile) adds each profile's reliability diagram, when it was
+    built with labels, next to the agent's latest window.
+    """
+    references = references or {}
     frame = data.load_metrics(metrics_path)
     if frame.empty:
         raise data.ReportDataError(f"{metrics_path}: the data set holds no metric points")
@@ -38,6 +52,13 @@ def build_report(metrics_path: str | Path, output_dir: str | Path) -> Report:
         report.windows[agent] = len(data.window_index(rows))
         report.images[agent] = charts.agent_dashboard(
             rows, agent, output / f"agent_{_file_safe(agent)}.png"
+        )
+        profile = references.get(agent)
+        report.images[f"{agent} reliability"] = charts.reliability_diagram(
+            rows,
+            agent,
+            output / f"reliability_{_file_safe(agent)}.png",
+            profile.calibration if profile is not None else None,
         )
     report.drifted = data.drifted_windows(frame)
     report.drifted.to_csv(output / "drifted_windows.csv", index=False)
@@ -63,7 +84,9 @@ def _page(frame: pd.DataFrame, report: Report, source: Path) -> str:
     )
     sections = [
         f"<section id='agent-{html.escape(_file_safe(agent))}'><h2>{html.escape(agent)}</h2>"
-        f"{_image(report.images[agent], f'dashboard of {agent}')}</section>"
+        f"{_image(report.images[agent], f'dashboard of {agent}')}"
+        f"{_image(report.images[f'{agent} reliability'], f'reliability diagram of {agent}')}"
+        "</section>"
         for agent in report.windows
     ]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -121,13 +121,13 @@ def test_report_writes_pngs_and_a_self_contained_page(
     scenario: tuple[Path, Timeline, list[DemoBatch]], tmp_path: Path
 ) -> None:
     report = build_report(scenario[0], tmp_path / "out")
-    assert set(report.images) == {"overview", *AGENTS}
+    assert set(report.images) == {"overview", *AGENTS, *(f"{a} reliability" for a in AGENTS)}
     for path in report.images.values():
         content = path.read_bytes()
         assert content.startswith(PNG_SIGNATURE) and len(content) > 20_000, path
     page = report.html_path.read_text()
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(embedded) == 4
+    assert len(embedded) == 7
     assert all(base64.b64decode(e).startswith(PNG_SIGNATURE) for e in embedded)
     assert 'src="http' not in page and "<script" not in page
     timeline = scenario[1]
@@ -141,6 +141,65 @@ def test_cli_report(scenario: tuple[Path, Timeline, list[DemoBatch]], tmp_path: 
     assert result.exit_code == 0, result.output
     assert "report.html" in result.output
     assert (tmp_path / "agent_digits_ok.png").stat().st_size > 0
+
+
+def test_cli_report_draws_the_references_reliability(
+    scenario: tuple[Path, Timeline, list[DemoBatch]], tmp_path: Path
+) -> None:
+    offline.reference_profile(train_models(seed=5)).save(tmp_path / "ref.npz")
+    args = ["report", str(scenario[0]), "--output", str(tmp_path / "out")]
+    without = CliRunner().invoke(main, args)
+    with_reference = CliRunner().invoke(
+        main, [*args, "--reference", f"{AGENT_OK}={tmp_path / 'ref.npz'}"]
+    )
+    assert without.exit_code == 0 and with_reference.exit_code == 0, with_reference.output
+    assert "reliability_digits_ok.png" in with_reference.output
+    bad = CliRunner().invoke(main, [*args, "--reference", "no-equals-sign"])
+    assert bad.exit_code != 0 and "AGENT=PATH" in bad.output
+    missing = CliRunner().invoke(main, [*args, "--reference", f"a={tmp_path / 'none.npz'}"])
+    assert missing.exit_code != 0 and "none.npz" in missing.output
+
+
+def test_estimates_show_what_confidence_based_estimation_can_and_cannot_see(
+    scenario: tuple[Path, Timeline, list[DemoBatch]], frame: pd.DataFrame
+) -> None:
+    """Inverted inputs: the model stays confident and always wrong, so the estimate stays
+    high while the realised accuracy collapses (the drift panels catch it). The wrong model
+    is unsure of itself: estimate and realisation both fall. Normal windows: they agree."""
+    timeline = scenario[1]
+    anomaly = [
+        _window_start(timeline, i)
+        for i in range(timeline.anomaly_start_window, timeline.anomaly_end_window)
+    ]
+    per_agent = {a: data.accuracy_estimates(frame[frame["agent_id"] == a]) for a in AGENTS}
+    for table in per_agent.values():
+        normal = table.drop(index=anomaly)
+        assert (normal["estimated"] > 0.9).all() and (normal["realised"] > 0.9).all()
+        assert ((normal["realised"] - normal["estimated"]).abs() < 0.06).all()
+        assert (table["estimated_stderr"] > 0).all() and (table["realised_stderr"] >= 0).all()
+    inverted = per_agent[AGENT_WRONG_INPUTS].loc[anomaly]
+    assert (inverted["realised"] < 0.05).all() and (inverted["estimated"] > 0.7).all()
+    wrong_model = per_agent[AGENT_WRONG_MODEL].loc[anomaly]
+    assert (wrong_model["realised"] < 0.7).all() and (wrong_model["estimated"] < 0.8).all()
+
+
+def test_reliability_of_the_latest_window_matches_a_direct_computation(
+    scenario: tuple[Path, Timeline, list[DemoBatch]], frame: pd.DataFrame
+) -> None:
+    _, timeline, traffic = scenario
+    window, table = data.reliability(frame[frame["agent_id"] == AGENT_OK])
+    last = timeline.n_windows - 1
+    assert window == _window_start(timeline, last)
+    batches = [
+        b for b in traffic if b.agent_id == AGENT_OK and timeline.window_index(b.event_time) == last
+    ]
+    probs = np.concatenate([b.probabilities for b in batches])
+    correct = probs.argmax(axis=1) == np.concatenate([b.labels for b in batches])
+    bins = np.minimum((probs.max(axis=1) * 15).astype(int), 14)
+    np.testing.assert_array_equal(table["rows"], np.bincount(bins, minlength=15))
+    for k in np.flatnonzero(np.bincount(bins, minlength=15)):
+        assert table.loc[k, "accuracy"] == pytest.approx(correct[bins == k].mean())
+        assert table.loc[k, "confidence"] == pytest.approx(probs.max(axis=1)[bins == k].mean())
 
 
 def test_extra_as_json_text_and_windows_as_epoch_ms_are_read(tmp_path: Path) -> None:
