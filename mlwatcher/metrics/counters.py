@@ -95,7 +95,7 @@ class ExactCounters:
         if self.confidence_sum is None:
             self.confidence_sum = np.zeros(per_class_bin)
         if self.confidence_sq_sum is None:
-            self.confidence_sq_sum = np.zeros(per_class_bin)
+            self.confidence_sq_sum = np.zeros(self.n_classes)
         if self.reliability_rows is None:
             self.reliability_rows = np.zeros(N_BINS, np.int64)
         if self.reliability_confidence_sum is None:

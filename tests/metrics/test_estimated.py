@@ -185,6 +185,25 @@ def test_a_calibration_map_from_the_reference_corrects_an_over_confident_model()
     assert (np.abs(calibrated_z) <= 3).mean() >= 0.9
 
 
+def test_calibrated_stderr_agrees_with_the_map_applied_row_by_row() -> None:
+    """The counters keep Σ p² per class, not per bin; the stderr must still be the exact
+    ``√(Σ q_i (1 − q_i)) / N`` of the map applied to each row, to well within 0.1 %."""
+    rng = np.random.default_rng(9)
+    ref_probs, ref_labels = _miscalibrated(rng, 3000)  # few rows: many bins lean on p
+    reference = ReferenceProfile.from_data(predict_proba=ref_probs, labels=ref_labels)
+    probs, labels = _miscalibrated(rng, 5000)
+    points = window_points(probs, labels, reference=reference)
+    intercept, slope = reference.calibration.coefficients()
+    predicted = probs.argmax(axis=1)
+    confidence = probs.max(axis=1)
+    bins = np.minimum((confidence * 15).astype(int), 14)
+    q = intercept[predicted, bins] + slope[predicted, bins] * confidence
+    assert value(points, PREFIX + "overall_accuracy") == pytest.approx(q.mean(), rel=1e-12)
+    exact = np.sqrt((q * (1 - q)).sum()) / q.size
+    assert value(points, PREFIX + "overall_accuracy_stderr") == pytest.approx(exact, rel=1e-3)
+    assert ((slope > 0.05) & (reference.calibration.rows > 0)).any()  # the case is exercised
+
+
 def test_a_calibration_map_for_another_class_count_is_refused() -> None:
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(3), size=200)
