@@ -8,9 +8,9 @@ bins: bin ``k`` holds ``k/15 <= p < (k+1)/15``, the last bin includes 1.
 Every counter here is a sum over rows, so a window's counters are the sums of its batches'
 (exact and mergeable, like the confusion matrix). Three kinds:
 
-* over *every* row, per predicted class ``j`` and bin ``b``: rows and Σ p, and per
-  predicted class Σ p² — what performance estimation needs to apply a
-  :class:`CalibrationMap` at window close;
+* over *every* row, rows per predicted class ``j`` and bin ``b``, and Σ p² per predicted
+  class — what performance estimation needs to apply a :class:`CalibrationMap` at window
+  close, and the standard error of the raw estimate;
 * per bin, over *labelled* rows: rows, Σ p and correct predictions — the reliability
   diagram and the expected calibration error;
 * the Brier sum over labelled rows.
@@ -49,15 +49,12 @@ def confidence_of(probs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 def confidence_counts(
     confidence: np.ndarray, bins: np.ndarray, predicted: np.ndarray, n_classes: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows and Σ p per (predicted class, bin), shape ``(C, N_BINS)``; Σ p² per class."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows per (predicted class, bin), shape ``(C, N_BINS)``, and Σ p² per class."""
     index = predicted * N_BINS + bins
-    size = n_classes * N_BINS
-    shape = (n_classes, N_BINS)
-    rows = np.bincount(index, minlength=size).reshape(shape).astype(np.int64)
-    total = np.bincount(index, weights=confidence, minlength=size).reshape(shape)
+    rows = np.bincount(index, minlength=n_classes * N_BINS).reshape(n_classes, N_BINS)
     squares = np.bincount(predicted, weights=confidence * confidence, minlength=n_classes)
-    return rows, total, squares
+    return rows.astype(np.int64), squares
 
 
 def reliability_counts(
@@ -113,37 +110,24 @@ def add_points(out: _Points, counters: ExactCounters) -> None:
             out.add("calibration_bin_accuracy", GAUGE, hits[b] / rows[b], extra=extra)
 
 
-def bin_squares(rows: np.ndarray, total: np.ndarray, class_squares: np.ndarray) -> np.ndarray:
-    """Σ p² per (class, bin) from Σ p per bin and Σ p² per class: ``(Σ p)²/n`` per bin plus
-    the class's within-bin sum of squares shared out by rows (see :class:`CalibrationMap`)."""
-    between = np.divide(total * total, rows, out=np.zeros(total.shape), where=rows > 0)
-    class_rows = rows.sum(axis=1)
-    within = np.maximum(class_squares - between.sum(axis=1), 0.0)
-    share = np.divide(within, class_rows, out=np.zeros(within.shape), where=class_rows > 0)
-    return between + share[:, None] * rows
-
-
 @dataclass(slots=True)
 class CalibrationMap:
     """Histogram binning of the top-label probability, per predicted class, with shrinkage.
 
     Fitted on labelled reference rows. In confidence bin ``b``, let ``N`` be the reference
-    rows (of any predicted class) and ``A`` the share of them that were right, and ``n``,
-    ``a`` the same for the rows predicted ``j``. A row predicted ``j`` with confidence ``p``
-    in bin ``b`` is then right with probability
+    rows (of any predicted class), ``A`` the share of them that were right and ``m`` their
+    mean confidence (the bin's centre when ``N = 0``), and ``n``, ``a`` the rows predicted
+    ``j`` and their share right. Every row predicted ``j`` with its confidence in bin ``b``
+    is then right with probability
 
-        q = w · a + (1 − w) · (W · A + (1 − W) · p),
+        q[j, b] = w · a + (1 − w) · (W · A + (1 − W) · m),
         w = n / (n + PRIOR_ROWS),  W = N / (N + PRIOR_ROWS)
 
     Well-populated bins give classic histogram binning (``q = a``, Zadrozny & Elkan 2001);
     a class with few reference rows in the bin borrows the bin's accuracy over all classes,
-    and a bin with few rows of any class keeps the model's own probability. ``q`` is affine
-    in ``p`` within a bin, so Σ q over a window follows exactly from the per-bin counters
-    (rows, Σ p), without keeping the rows. Σ q(1 − q) also needs Σ p² per bin; the counters
-    keep it per class only (it costs a float per bin and batch in the changelog otherwise),
-    so each bin gets ``(Σ p)²/n`` plus a share, by rows, of the class's within-bin sum of
-    squares. That is exact without a map and when the bins' spreads are equal; the error is
-    at most ``slope² · n/(4·15²)`` per bin, and the slope is near 0 in populated bins.
+    and a bin with few rows of any class keeps the model's own (mean) probability. The map
+    is constant within each fixed bin, so Σ q and Σ q(1 − q) over a window follow exactly
+    from the rows per (class, bin), without keeping the rows.
     """
 
     rows: np.ndarray  # (C, N_BINS) int64
@@ -165,22 +149,28 @@ class CalibrationMap:
         predicted = predicted_classes(probs, threshold)
         confidence = confidence_of(probs, predicted)
         bins = confidence_bins(confidence)
-        rows, total, _ = confidence_counts(confidence, bins, predicted, probs.shape[1])
+        rows, _ = confidence_counts(confidence, bins, predicted, probs.shape[1])
         index = predicted * N_BINS + bins
+        total = np.bincount(index, weights=confidence, minlength=rows.size)
         hits = np.bincount(index, weights=predicted == labels, minlength=rows.size)
-        return cls(rows, total, hits.reshape(rows.shape).astype(np.int64))
+        return cls(rows, total.reshape(rows.shape), hits.reshape(rows.shape).astype(np.int64))
 
-    def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(intercept, slope)`` per (class, bin): the map is ``q = intercept + slope · p``."""
+    def probabilities(self) -> np.ndarray:
+        """``q[j, b]``: the probability that a row predicted ``j`` in bin ``b`` is right."""
         rows, correct = self.rows, self.correct
         pooled_rows, pooled_correct = rows.sum(axis=0), correct.sum(axis=0)
+        centre = (np.arange(N_BINS) + 0.5) / N_BINS
+        pooled_confidence = np.divide(
+            self.confidence_sum.sum(axis=0), pooled_rows, out=centre, where=pooled_rows > 0
+        )
+        pooled_a = np.divide(
+            pooled_correct, pooled_rows, out=np.zeros(N_BINS), where=pooled_rows > 0
+        )
+        a = np.divide(correct, rows, out=np.zeros(rows.shape), where=rows > 0)
         w = rows / (rows + self.prior_rows)
         pooled_w = pooled_rows / (pooled_rows + self.prior_rows)
-        a = np.divide(correct, rows, out=np.zeros(rows.shape), where=rows > 0)
-        pooled_a = np.divide(
-            pooled_correct, pooled_rows, out=np.zeros(pooled_rows.shape), where=pooled_rows > 0
-        )
-        return w * a + (1 - w) * pooled_w * pooled_a, (1 - w) * (1 - pooled_w)
+        pooled = pooled_w * pooled_a + (1 - pooled_w) * pooled_confidence
+        return w * a + (1 - w) * pooled
 
     def expected_correct(self, counters: ExactCounters) -> tuple[np.ndarray, float]:
         """Per predicted class Σ q over the window's rows, and Σ q(1 − q) over all rows."""
@@ -189,12 +179,8 @@ class CalibrationMap:
                 f"reference: calibration map has {self.n_classes} classes,"
                 f" the window has {counters.n_classes}"
             )
-        a, s = self.coefficients()
-        n, p1 = counters.confidence_rows, counters.confidence_sum
-        p2 = bin_squares(n, p1, counters.confidence_sq_sum)
-        q1 = a * n + s * p1  # Σ q
-        q2 = a * a * n + 2 * a * s * p1 + s * s * p2  # Σ q²
-        return q1.sum(axis=1), float((q1 - q2).sum())
+        q, rows = self.probabilities(), counters.confidence_rows
+        return (rows * q).sum(axis=1), float((rows * q * (1 - q)).sum())
 
     def reliability(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The reference's reliability diagram: rows, Σ confidence, correct per bin."""

@@ -18,7 +18,6 @@ _EPS = float(np.finfo(np.float64).eps)
 _SUMMED_ARRAYS = (
     "expected_confusion",
     "confidence_rows",
-    "confidence_sum",
     "confidence_sq_sum",
     "reliability_rows",
     "reliability_confidence_sum",
@@ -70,7 +69,6 @@ class ExactCounters:
     brier_sum: float = 0.0
     expected_confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
     confidence_rows: np.ndarray = field(default=None)  # type: ignore[assignment]
-    confidence_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
     confidence_sq_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
     reliability_rows: np.ndarray = field(default=None)  # type: ignore[assignment]
     reliability_confidence_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
@@ -92,8 +90,6 @@ class ExactCounters:
             self.expected_confusion = np.zeros((self.n_classes, self.n_classes))
         if self.confidence_rows is None:
             self.confidence_rows = np.zeros(per_class_bin, np.int64)
-        if self.confidence_sum is None:
-            self.confidence_sum = np.zeros(per_class_bin)
         if self.confidence_sq_sum is None:
             self.confidence_sq_sum = np.zeros(self.n_classes)
         if self.reliability_rows is None:
@@ -126,13 +122,12 @@ class ExactCounters:
         out.expected_confusion = (one_hot @ probs).T.copy()
         confidence = calibration.confidence_of(probs, predicted)
         bins = calibration.confidence_bins(confidence)
-        out.confidence_rows, out.confidence_sum, out.confidence_sq_sum = (
-            calibration.confidence_counts(confidence, bins, predicted, n_classes)
+        out.confidence_rows, out.confidence_sq_sum = calibration.confidence_counts(
+            confidence, bins, predicted, n_classes
         )
         if labels is not None:
             has = labels >= 0
-            every_row_labelled = bool(has.all())
-            if not every_row_labelled:
+            if not has.all():
                 labelled, pred, lab_probs = labels[has], predicted[has], probs[has]
                 lab_confidence, lab_bins = confidence[has], bins[has]
             else:
@@ -146,18 +141,11 @@ class ExactCounters:
             p_true = lab_probs[np.arange(labelled.size), labelled]
             out.log_loss_sum = float(-np.log(np.clip(p_true, _EPS, 1 - _EPS)).sum())
             out.brier_sum = calibration.brier_sum(lab_probs, p_true)
-            if every_row_labelled:  # the per-class confidence counts already hold the bins
-                out.reliability_rows = out.confidence_rows.sum(axis=0)
-                out.reliability_confidence_sum = out.confidence_sum.sum(axis=0)
-                out.reliability_correct = np.bincount(
-                    bins, weights=pred == labelled, minlength=N_BINS
-                ).astype(np.int64)
-            else:
-                (
-                    out.reliability_rows,
-                    out.reliability_confidence_sum,
-                    out.reliability_correct,
-                ) = calibration.reliability_counts(lab_confidence, lab_bins, pred == labelled)
+            (
+                out.reliability_rows,
+                out.reliability_confidence_sum,
+                out.reliability_correct,
+            ) = calibration.reliability_counts(lab_confidence, lab_bins, pred == labelled)
         if n_features:
             if features is None:
                 out.rows_without_features = n_rows
@@ -192,7 +180,6 @@ class ExactCounters:
         self.brier_sum += other.brier_sum
         self.expected_confusion += other.expected_confusion
         self.confidence_rows += other.confidence_rows
-        self.confidence_sum += other.confidence_sum
         self.confidence_sq_sum += other.confidence_sq_sum
         self.reliability_rows += other.reliability_rows
         self.reliability_confidence_sum += other.reliability_confidence_sum

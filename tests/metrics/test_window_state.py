@@ -136,9 +136,9 @@ def test_delta_size_does_not_grow_with_the_buffer() -> None:
     # 200k rows seen, buffer 100k: about half the batch enters; later far fewer.
     assert late.slots.size < 300
     assert len(late.to_bytes()) < first
-    # fixed part: confusion and expected confusion (C² each), rows and Σ p per (class, bin),
-    # Σ p² per class, the reliability counters per bin, 8 bytes a value, plus the header
-    fixed = (2 * 100 + 2 * 10 * 15 + 10 + 3 * 15) * 8
+    # fixed part: confusion (int32) and expected confusion (C² each), rows per (class, bin)
+    # (int32), Σ p² per class, the reliability counters per bin, plus the header
+    fixed = 100 * 4 + 100 * 8 + 10 * 15 * 4 + 10 * 8 + 15 * (4 + 8 + 4)
     assert len(late.to_bytes()) < 2500 + late.slots.size * (10 + 20 + 1) * 8 + fixed
 
 
