@@ -8,9 +8,9 @@ bins: bin ``k`` holds ``k/15 <= p < (k+1)/15``, the last bin includes 1.
 Every counter here is a sum over rows, so a window's counters are the sums of its batches'
 (exact and mergeable, like the confusion matrix). Three kinds:
 
-* over *every* row, rows per predicted class ``j`` and bin ``b``, and Σ p² per predicted
-  class — what performance estimation needs to apply a :class:`CalibrationMap` at window
-  close, and the standard error of the raw estimate;
+* over *every* row, rows per predicted class ``j`` and bin ``b``, and Σ p² — what
+  performance estimation needs to apply a :class:`CalibrationMap` at window close, and
+  the standard error of the raw estimate;
 * per bin, over *labelled* rows: rows, Σ p and correct predictions — the reliability
   diagram and the expected calibration error;
 * the Brier sum over labelled rows.
@@ -49,12 +49,11 @@ def confidence_of(probs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 def confidence_counts(
     confidence: np.ndarray, bins: np.ndarray, predicted: np.ndarray, n_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows per (predicted class, bin), shape ``(C, N_BINS)``, and Σ p² per class."""
+) -> tuple[np.ndarray, float]:
+    """Rows per (predicted class, bin), shape ``(C, N_BINS)``, and Σ p² over the rows."""
     index = predicted * N_BINS + bins
     rows = np.bincount(index, minlength=n_classes * N_BINS).reshape(n_classes, N_BINS)
-    squares = np.bincount(predicted, weights=confidence * confidence, minlength=n_classes)
-    return rows.astype(np.int64), squares
+    return rows.astype(np.int64), float(np.dot(confidence, confidence))
 
 
 def reliability_counts(

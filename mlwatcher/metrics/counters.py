@@ -18,10 +18,22 @@ _EPS = float(np.finfo(np.float64).eps)
 _SUMMED_ARRAYS = (
     "expected_confusion",
     "confidence_rows",
-    "confidence_sq_sum",
     "reliability_rows",
     "reliability_confidence_sum",
     "reliability_correct",
+)
+#: arrays holding counts: int64 in memory, any integer type in bytes (deltas use int32)
+_COUNT_ARRAYS = frozenset(
+    (
+        "pred_counts",
+        "confusion",
+        "nan_counts",
+        "inf_counts",
+        "cat_count",
+        "confidence_rows",
+        "reliability_rows",
+        "reliability_correct",
+    )
 )
 
 
@@ -69,7 +81,7 @@ class ExactCounters:
     brier_sum: float = 0.0
     expected_confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
     confidence_rows: np.ndarray = field(default=None)  # type: ignore[assignment]
-    confidence_sq_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    confidence_sq_sum: float = 0.0
     reliability_rows: np.ndarray = field(default=None)  # type: ignore[assignment]
     reliability_confidence_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
     reliability_correct: np.ndarray = field(default=None)  # type: ignore[assignment]
@@ -90,8 +102,6 @@ class ExactCounters:
             self.expected_confusion = np.zeros((self.n_classes, self.n_classes))
         if self.confidence_rows is None:
             self.confidence_rows = np.zeros(per_class_bin, np.int64)
-        if self.confidence_sq_sum is None:
-            self.confidence_sq_sum = np.zeros(self.n_classes)
         if self.reliability_rows is None:
             self.reliability_rows = np.zeros(N_BINS, np.int64)
         if self.reliability_confidence_sum is None:
@@ -207,6 +217,7 @@ class ExactCounters:
             "rows_without_features": self.rows_without_features,
             "log_loss_sum": self.log_loss_sum,
             "brier_sum": self.brier_sum,
+            "confidence_sq_sum": self.confidence_sq_sum,
         }
         arrays = {
             f"{prefix}pred_counts": self.pred_counts,
@@ -229,6 +240,12 @@ class ExactCounters:
         arrays: dict[str, np.ndarray],
         prefix: str,
     ) -> ExactCounters:
+        arrays = {
+            name: value.astype(np.int64)
+            if name.removeprefix(prefix) in _COUNT_ARRAYS and value.dtype != np.int64
+            else value
+            for name, value in arrays.items()
+        }
         return cls(
             n_classes=n_classes,
             n_features=n_features,
@@ -243,5 +260,6 @@ class ExactCounters:
             cat_value=arrays[f"{prefix}cat_value"],
             cat_count=arrays[f"{prefix}cat_count"],
             brier_sum=float(meta["brier_sum"]),
+            confidence_sq_sum=float(meta["confidence_sq_sum"]),
             **{name: arrays[f"{prefix}{name}"] for name in _SUMMED_ARRAYS},
         )

@@ -82,7 +82,7 @@ def expected_confusion(
     """The expected confusion matrix and ``Σ q_i (1 − q_i)`` (the accuracy's variance × N²)."""
     if calibration is None:
         confusion = counters.expected_confusion.copy()
-        variance = float(np.trace(confusion) - counters.confidence_sq_sum.sum())
+        variance = float(np.trace(confusion) - counters.confidence_sq_sum)
         return confusion, max(variance, 0.0)
     diagonal, variance = calibration.expected_correct(counters)
     confusion = counters.expected_confusion.copy()

@@ -46,10 +46,8 @@ class StateDelta:
     def to_bytes(self) -> bytes:
         meta, arrays = self.counters.to_parts("c_")
         # one batch counts fewer than 2**31 of anything: counts travel as int32, half the bytes
-        narrowed = sorted(k for k, v in arrays.items() if v.dtype == np.int64)
-        arrays.update({k: arrays[k].astype(np.int32) for k in narrowed})
+        arrays = {k: v.astype(np.int32) if v.dtype == np.int64 else v for k, v in arrays.items()}
         meta.update(
-            int32_counters=narrowed,
             rows_seen_before=self.rows_seen_before,
             n_classes=self.counters.n_classes,
             n_features=self.counters.n_features,
@@ -65,8 +63,6 @@ class StateDelta:
     @classmethod
     def from_bytes(cls, data: bytes) -> StateDelta:
         meta, arrays = codec.unpack(_DELTA_MAGIC, data)
-        for name in meta.get("int32_counters", ()):
-            arrays[name] = arrays[name].astype(np.int64)
         counters = ExactCounters.from_parts(
             meta["n_classes"], meta["n_features"], meta, arrays, "c_"
         )

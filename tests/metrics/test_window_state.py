@@ -137,8 +137,8 @@ def test_delta_size_does_not_grow_with_the_buffer() -> None:
     assert late.slots.size < 300
     assert len(late.to_bytes()) < first
     # fixed part: confusion (int32) and expected confusion (C² each), rows per (class, bin)
-    # (int32), Σ p² per class, the reliability counters per bin, plus the header
-    fixed = 100 * 4 + 100 * 8 + 10 * 15 * 4 + 10 * 8 + 15 * (4 + 8 + 4)
+    # (int32), the reliability counters per bin, plus the header
+    fixed = 100 * 4 + 100 * 8 + 10 * 15 * 4 + 15 * (4 + 8 + 4)
     assert len(late.to_bytes()) < 2500 + late.slots.size * (10 + 20 + 1) * 8 + fixed
 
 

@@ -354,7 +354,9 @@ def test_changelog_bytes_grow_like_reservoir_replacements() -> None:
     row_bytes = 10 * 8 + 8 + n_features * 8 + 8  # probs, label, features, slot
     full_rewrite = n_batches * buffer * row_bytes
     assert delta_bytes < 1.5 * expected_rows * row_bytes + n_batches * 4_000
-    assert delta_bytes < full_rewrite / 20
+    # each delta also carries fixed-size counters (~2.9 KB here: confusion, expected
+    # confusion, confidence bins per class, reliability bins), hence 15 rather than 20
+    assert delta_bytes < full_rewrite / 15
 
 
 def _as_dict(points) -> dict:
