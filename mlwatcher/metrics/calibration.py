@@ -38,13 +38,15 @@ PRIOR_ROWS = 10.0
 def confidence_bins(confidence: np.ndarray) -> np.ndarray:
     """Bin index ``floor(15 p)`` of each confidence, clipped to ``[0, 14]`` (1.0 → bin 14)."""
     bins = (confidence * N_BINS).astype(np.intp)
-    np.clip(bins, 0, N_BINS - 1, out=bins)
+    np.maximum(bins, 0, out=bins)  # (np.clip costs twice as much on small arrays)
+    np.minimum(bins, N_BINS - 1, out=bins)
     return bins
 
 
 def confidence_of(probs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """The probability of the predicted class of each row."""
-    return probs[np.arange(probs.shape[0]), predicted]
+    n_rows, n_classes = probs.shape
+    return probs.ravel().take(np.arange(0, n_rows * n_classes, n_classes) + predicted)
 
 
 def confidence_counts(
@@ -53,16 +55,17 @@ def confidence_counts(
     """Rows per (predicted class, bin), shape ``(C, N_BINS)``, and Σ p² over the rows."""
     index = predicted * N_BINS + bins
     rows = np.bincount(index, minlength=n_classes * N_BINS).reshape(n_classes, N_BINS)
-    return rows.astype(np.int64), float(np.dot(confidence, confidence))
+    return rows.astype(np.int64, copy=False), float(np.dot(confidence, confidence))
 
 
 def reliability_counts(
-    confidence: np.ndarray, bins: np.ndarray, correct: np.ndarray
+    confidence: np.ndarray, bins: np.ndarray, correct: np.ndarray, rows: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per bin, over labelled rows: rows, Σ confidence, correct predictions."""
-    rows = np.bincount(bins, minlength=N_BINS).astype(np.int64)
+    """Per bin, over labelled rows: rows (unless given), Σ confidence, correct predictions."""
+    if rows is None:
+        rows = np.bincount(bins, minlength=N_BINS).astype(np.int64, copy=False)
     total = np.bincount(bins, weights=confidence, minlength=N_BINS)
-    hits = np.bincount(bins, weights=correct, minlength=N_BINS).astype(np.int64)
+    hits = np.bincount(bins[correct], minlength=N_BINS).astype(np.int64, copy=False)
     return rows, total, hits
 
 
