@@ -169,9 +169,10 @@ class ExactCounters:
             if features is None:
                 out.rows_without_features = n_rows
             else:
-                nan = np.isnan(features)
-                out.nan_counts = nan.sum(axis=0, dtype=np.int64)
-                out.inf_counts = np.isinf(features).sum(axis=0, dtype=np.int64)
+                # usually every value is finite: one cheap pass instead of two counting ones
+                if not np.isfinite(features).all():
+                    out.nan_counts = np.isnan(features).sum(axis=0, dtype=np.int64)
+                    out.inf_counts = np.isinf(features).sum(axis=0, dtype=np.int64)
                 if categorical:
                     cats = features[:, categorical]
                     finite = np.isfinite(cats)
