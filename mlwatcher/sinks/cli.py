@@ -15,6 +15,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger(__name__)
 
+#: a sink reads the metrics topic and writes dead letters; the predictions topic is not its business
+SINK_TOPICS = ("metrics", "dead_letter")
+
 _TOKEN_HELP = "Anodot data-collection token [env MLWATCHER_ANODOT_TOKEN]; never logged."
 
 
@@ -132,7 +135,7 @@ def _consumer_options(kind: str) -> Callable[[F], F]:
 
 
 @sink.command("anodot")
-@kafka_options
+@kafka_options(topics=SINK_TOPICS)
 @_anodot_options
 @_consumer_options("anodot")
 @click.option(
@@ -145,7 +148,6 @@ def _consumer_options(kind: str) -> Callable[[F], F]:
 def anodot(
     bootstrap_servers: str,
     kafka_option: tuple[str, ...],
-    predictions_topic: str,
     metrics_topic: str,
     dead_letter_topic: str,
     base_url: str,
@@ -196,7 +198,7 @@ def anodot(
 
 
 @sink.command("parquet")
-@kafka_options
+@kafka_options(topics=SINK_TOPICS)
 @click.option(
     "--output",
     "output_dir",
@@ -222,7 +224,6 @@ def anodot(
 def parquet(
     bootstrap_servers: str,
     kafka_option: tuple[str, ...],
-    predictions_topic: str,
     metrics_topic: str,
     dead_letter_topic: str,
     output_dir: Path,
