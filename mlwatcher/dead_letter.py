@@ -138,13 +138,17 @@ class DeadLetterWriter:
         stage: str,
         extra: Mapping[str, str] | None = None,
         *,
-        producer: Producer | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``client_options``: confluent-kafka options that are not librdkafka strings
+        (``error_cb``, ``logger``: see :func:`mlwatcher.outage_log.quiet_client_config`)."""
         self.topic = topic
         self.stage = stage
         self.sent = 0
         self._failures: list[str] = []
-        self._producer = producer or Producer(producer_config(bootstrap_servers, extra))
+        self._producer = Producer(
+            {**producer_config(bootstrap_servers, extra), **(client_options or {})}
+        )
 
     def send(
         self,

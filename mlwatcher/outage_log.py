@@ -10,6 +10,7 @@ Python logging and demotes the per-attempt connection failures to DEBUG.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,8 @@ class OutageLog:
     """Summarises a stream of client errors as one log line per ``interval`` seconds.
 
     ``errors`` counts every error reported since creation (for the process's metrics).
+    ``down`` is how the WARNING line says what is wrong ("unreachable", "failing", "full").
+    Thread-safe: errors may come from several threads.
     """
 
     def __init__(
@@ -30,8 +33,12 @@ class OutageLog:
         logger: logging.Logger,
         interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        down: str = "unreachable",
     ) -> None:
         self.what = what
+        self.down = down
+        self._lock = threading.Lock()
         self.errors = 0
         self._log = logger
         self._interval = interval
@@ -49,10 +56,15 @@ class OutageLog:
 
     def error(self, error: Any) -> None:
         """One error (a KafkaError or any object whose ``str`` says what failed)."""
+        with self._lock:
+            self._error(error)
+
+    def _error(self, error: Any) -> None:
         now = self._clock()
         self.errors += 1
         self._unlogged += 1
-        self._last_error = str(error)
+        describe = getattr(error, "str", None)  # KafkaError.str(): the text without the code
+        self._last_error = describe() if callable(describe) else str(error)
         self._last_error_at = now
         if self._since is None:
             self._since = now
@@ -62,12 +74,16 @@ class OutageLog:
 
     def tick(self) -> None:
         """Call now and then (e.g. once per poll loop): ends an outage once errors stopped."""
+        with self._lock:
+            self._tick()
+
+    def _tick(self) -> None:
         if self._since is None:
             return
         now = self._clock()
         if now - self._last_error_at >= self._interval:
             self._log.info(
-                "%s: no errors for %.0f s, reachable again (outage lasted %.0f s, %d errors)",
+                "%s: no errors for %.0f s, back to normal (the outage lasted %.0f s, %d errors)",
                 self.what,
                 now - self._last_error_at,
                 self._last_error_at - self._since,
@@ -79,8 +95,9 @@ class OutageLog:
     def _emit(self, now: float) -> None:
         assert self._since is not None
         self._log.warning(
-            "%s unreachable for %.0f s (%d errors since the last line): %s",
+            "%s %s for %.0f s (%d errors since the last line): %s",
             self.what,
+            self.down,
             now - self._since,
             self._unlogged,
             self._last_error,

@@ -29,6 +29,7 @@ progress and counts. A sink written this way::
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ from typing import ClassVar, Generic, TypeVar
 from confluent_kafka import Message
 
 from mlwatcher.dead_letter import DeadLetterWriter
+from mlwatcher.outage_log import OutageLog, quiet_client_config
 from mlwatcher.schemas import MetricRecord
 from mlwatcher.sinks.runner import SinkRunner
 from mlwatcher.sinks.shutdown import Shutdown
@@ -98,11 +100,18 @@ class Sink(ABC, Generic[R]):
         self.stats = stats
         #: set by the runner; ``shutdown.abort`` tells a hook to give up (raise Abandoned)
         self.shutdown = Shutdown()
+        #: the errors of every Kafka client of the sink, one log line per progress interval
+        self.kafka_outage = OutageLog(
+            f"{self.name} sink: Kafka ({config.bootstrap_servers})",
+            logging.getLogger(f"mlwatcher.sinks.{self.name}"),
+            interval=config.progress_interval,
+        )
         self.dead_letters = DeadLetterWriter(
             config.bootstrap_servers,
             config.dead_letter_topic,
             f"sink-{self.name}",
             config.kafka_options,
+            client_options=quiet_client_config(self.kafka_outage),
         )
 
     @property

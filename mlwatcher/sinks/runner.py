@@ -25,7 +25,7 @@ from confluent_kafka import (
 )
 
 from mlwatcher.dead_letter import SourceRef
-from mlwatcher.outage_log import OutageLog, quiet_client_config
+from mlwatcher.outage_log import quiet_client_config
 from mlwatcher.schemas import SchemaDecodeError
 from mlwatcher.sinks.shutdown import Abandoned, Shutdown
 
@@ -60,11 +60,7 @@ class SinkRunner:
     def __init__(self, sink: Sink[Any]) -> None:
         self.sink = sink
         config = sink.config
-        self._outage = OutageLog(
-            f"{sink.name} sink: Kafka ({config.bootstrap_servers})",
-            log,
-            interval=config.progress_interval,
-        )
+        self._outage = sink.kafka_outage
         self._consumer = Consumer(
             {
                 **consumer_config(config.bootstrap_servers, sink.group_id, config.kafka_options),
