@@ -7,11 +7,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# The extras of the image's roles (pyproject.toml): topics + worker, the sinks, the report.
+# A smaller image for one role: docker build --build-arg EXTRAS=sinks .
+ARG EXTRAS=worker,sinks,report
+
 WORKDIR /app
 # Dependencies first, so editing the code does not invalidate the dependency layer.
 COPY pyproject.toml README.md ./
 RUN mkdir -p mlwatcher && touch mlwatcher/__init__.py \
-    && pip install . \
+    && pip install ".[${EXTRAS}]" \
     && pip uninstall -y mlwatcher
 COPY mlwatcher ./mlwatcher
 RUN pip install --no-deps . && rm -rf /app/build

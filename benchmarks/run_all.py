@@ -22,6 +22,7 @@ from benchmarks._common import print_table
 
 BENCHMARKS = (
     "bench_encoding",
+    "bench_import",
     "bench_producer",
     "bench_metrics",
     "bench_baseline",

@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from mlwatcher.dead_letter import SourceRef
-from mlwatcher.metrics import Point
+from mlwatcher.point import Point
 from mlwatcher.schemas import MetricRecord
 from mlwatcher.sinks.anodot_client import AnodotClient
 from mlwatcher.sinks.anodot_format import AnodotPoint, convert_points, series_id

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mlwatcher.metrics import Point
+from mlwatcher.point import Point
 from mlwatcher.sinks.anodot_client import AnodotClient
 from mlwatcher.sinks.anodot_format import AnodotPoint, convert_points, series_id
 from mlwatcher.sinks.batching import RequestBatcher
