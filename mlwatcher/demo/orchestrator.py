@@ -127,7 +127,9 @@ class SimulatedClock:
         return self.now
 
 
-def run_offline(settings: DemoSettings, echo: Echo = print) -> DemoResult:
+def run_offline(
+    settings: DemoSettings, echo: Echo = print, *, make_report: bool = True
+) -> DemoResult:
     """The demo's metrics without Kafka: ``compute_metrics`` per window, then the report."""
     from mlwatcher.report.render import build_report
 
@@ -137,12 +139,14 @@ def run_offline(settings: DemoSettings, echo: Echo = print) -> DemoResult:
     windows = offline.window_metrics(traffic, timeline, models, offline.reference_profile(models))
     offline.write_metrics_dataset(windows, parquet_dir)
     echo(f"computed {len(windows)} windows offline into {parquet_dir}")
-    report = build_report(parquet_dir, settings.output_dir / "report")
-    echo(f"report: {report.html_path}")
+    html_path = None
+    if make_report:
+        html_path = build_report(parquet_dir, settings.output_dir / "report").html_path
+        echo(f"report: {html_path}")
     return DemoResult(
         settings.output_dir,
         parquet_dir,
-        report.html_path,
+        html_path,
         timeline,
         sum(b.n_rows for b in traffic),
         len(traffic),

@@ -258,6 +258,20 @@ def parquet(
     ParquetSink(config).run(shutdown)
 
 
+@sink.command("migrate-parquet")
+@click.argument("parquet_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def migrate_parquet(parquet_dir: Path) -> None:
+    """Rewrite a Parquet data set written before schema version 2 in place (stop its sink first).
+
+    Version 1 files kept agent_id inside (pyarrow's hive reader refuses them) or, from
+    `demo --offline`, extra as a map; current files are left alone.
+    """
+    from mlwatcher.sinks.parquet_files import migrate
+
+    rewritten = migrate(parquet_dir)
+    click.echo(f"migrated {len(rewritten)} files under {parquet_dir}")
+
+
 @sink.command("replay-anodot")
 @click.argument("parquet_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_anodot_options

@@ -7,7 +7,13 @@ import threading
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
-from parquet_helpers import expected_rows, read_with_duckdb, read_with_pandas, read_with_pyarrow
+from parquet_helpers import (
+    expected_rows,
+    read_with_duckdb,
+    read_with_pandas,
+    read_with_polars,
+    read_with_pyarrow,
+)
 from sink_helpers import (
     FAST_GROUP,
     committed_offsets,
@@ -70,6 +76,7 @@ def test_parquet_sink_writes_every_point_once(
     assert read_with_pyarrow(output) == expected
     assert read_with_pandas(output) == expected
     assert read_with_duckdb(output) == expected
+    assert read_with_polars(output) == expected
     dead = read_dead_letters(kafka_bootstrap, topics["dlq"], expected=1)
     assert len(dead) == 1
     assert "unknown schema fingerprint" in dict(dead[0].headers())[HEADER_DETAIL].decode()
