@@ -4,7 +4,8 @@ librdkafka reports a failed connection attempt every few tens of milliseconds, b
 line and through ``error_cb``. :class:`OutageLog` takes the ``error_cb`` reports, counts them
 and logs at most one WARNING per ``interval`` saying what is down and for how long, then one
 INFO line once the errors stop. :func:`client_logging` routes librdkafka's own log lines to
-Python logging and demotes the per-attempt connection failures to DEBUG.
+Python logging and demotes the per-attempt connection failures to DEBUG;
+:class:`SummarisingFilter` does the same for clients that only log (aiokafka).
 """
 
 from __future__ import annotations
@@ -104,6 +105,25 @@ class OutageLog:
         )
         self._last_logged_at = now
         self._unlogged = 0
+
+
+class SummarisingFilter(logging.Filter):
+    """For clients that log their errors instead of reporting them (aiokafka, Faust): each
+    record at WARNING or above is counted by ``outage`` and swallowed, so the outage log's
+    one line per interval replaces the flood. Install with
+    ``logging.getLogger("aiokafka").addFilter(SummarisingFilter(outage))`` and call
+    ``outage.tick()`` now and then."""
+
+    def __init__(self, outage: OutageLog, level: int = logging.WARNING) -> None:
+        super().__init__()
+        self.outage = outage
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.level:
+            return True
+        self.outage.error(record.getMessage())
+        return False
 
 
 class _DemoteConnectionFailures(logging.Filter):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mlwatcher.outage_log import OutageLog
+from mlwatcher.outage_log import OutageLog, SummarisingFilter
 from mlwatcher.producer import MonitoringAgent
 from mlwatcher.sinks.parquet_sink import ParquetSink, ParquetSinkConfig
 from mlwatcher.sinks.shutdown import Shutdown
@@ -40,6 +40,26 @@ def test_one_line_per_interval_then_one_when_the_errors_stop(
     assert lines[2][1].startswith("sink: Kafka unreachable for 20 s (40 errors")
     assert "back to normal (the outage lasted 25 s, 19 errors)" in lines[3][1]
     assert outage.errors == 100 and outage.down_since is None
+
+
+def test_a_client_that_only_logs_is_summarised_too(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    outage = OutageLog("worker: Kafka", logging.getLogger("test.worker"), 10.0, lambda: now[0])
+    client = logging.getLogger("test.aiokafka")
+    client.addFilter(SummarisingFilter(outage))
+    caplog.set_level(logging.INFO)
+    for step in range(50):
+        now[0] = step * 0.1
+        client.error("Unable connect to node with id 1: [Errno 111] Connect call failed")
+    client.info("still logged: below WARNING")
+    lines = [(r.name, r.getMessage()) for r in caplog.records]
+    assert lines[0] == (
+        "test.worker",
+        "worker: Kafka unreachable for 0 s (1 errors since the last line): Unable connect to "
+        "node with id 1: [Errno 111] Connect call failed",
+    )
+    assert lines[1:] == [("test.aiokafka", "still logged: below WARNING")]
+    assert outage.errors == 50
 
 
 def _loud_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
