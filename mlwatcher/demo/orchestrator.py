@@ -265,12 +265,12 @@ class _DemoRun:
         )
         self.echo(f"created topics {', '.join(self.topics.values())}")
 
-    def _kafka_args(self, bootstrap: str) -> list[str]:
-        args = [
-            "--bootstrap-servers",
-            bootstrap,
-            "--predictions-topic",
-            self.topics["predictions"],
+    def _kafka_args(self, bootstrap: str, *, predictions: bool = False) -> list[str]:
+        """The shared Kafka flags; the predictions topic only for the worker (sinks have none)."""
+        args = ["--bootstrap-servers", bootstrap]
+        if predictions:
+            args += ["--predictions-topic", self.topics["predictions"]]
+        args += [
             "--metrics-topic",
             self.topics["metrics"],
             "--dead-letter-topic",
@@ -286,7 +286,7 @@ class _DemoRun:
         self.web_port = free_port()
         args = [
             "worker",
-            *self._kafka_args(bootstrap),
+            *self._kafka_args(bootstrap, predictions=True),
             "--app-id",
             f"mlwatcher-demo-{self.run_id}",
             "--partitions",
