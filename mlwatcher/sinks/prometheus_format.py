@@ -184,7 +184,7 @@ def build_window(
     source: Any = None,
 ) -> tuple[AgentWindow, int, int]:
     """An agent's window from a decoded record; also the points filtered out and refused
-    (refused: extra properties that collide once made valid label names)."""
+    (refused: extra properties that are not a JSON object or collide as label names)."""
     agent_id = header["agent_id"]
     keep_what, keep_feature_what, keep_feature = filters.masks(columns.strings)
     has_feature = columns.feat_name >= 0
@@ -237,9 +237,16 @@ def build_window(
 
 
 def _extra_labels(text: str) -> dict[str, str] | None:
-    """Labels of an extra-properties JSON object; None when two keys become one label."""
+    """Labels of an extra-properties JSON object; None when it is not a JSON object or two
+    of its keys become one label name."""
+    try:
+        properties = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(properties, dict):
+        return None
     labels: dict[str, str] = {}
-    for key, value in json.loads(text).items():
+    for key, value in properties.items():
         name = label_name(str(key))
         if name in labels:
             return None
