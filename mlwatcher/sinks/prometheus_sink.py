@@ -34,6 +34,9 @@ DEFAULT_PORT = 6070
 
 TopicPartitionKey = tuple[str, int]
 
+#: reasons a metric record is refused with (the ``reason`` label of the dead-letter counter)
+DEAD_LETTER_REASONS = ("undecodable",)
+
 
 @dataclass
 class PrometheusSinkConfig:
@@ -66,6 +69,51 @@ class PrometheusSinkStats:
     agents_expired: int = 0
 
 
+class SinkMetrics:
+    """The sink's own series, next to the agents' (same registry, same /metrics)."""
+
+    def __init__(self, registry: CollectorRegistry, windows: LatestWindows) -> None:
+        ProcessCollector(registry=registry)
+        self.records = Counter(
+            "mlwatcher_sink_records",
+            "Metric records consumed, by outcome: new (a newer window), revision (the held "
+            "window again), stale (older than the held window, ignored), dead_letter.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("new", "revision", "stale", "dead_letter"):
+            self.records.labels(outcome)
+        self.dead_letters = Counter(
+            "mlwatcher_sink_dead_letters",
+            "Records sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        # Present from the start at 0: increase() sees the first dead letter as a rise.
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
+        self.points = Counter(
+            "mlwatcher_sink_points",
+            "Points of the records taken, by fate: exported, filtered (cardinality filter), "
+            "refused (extra properties that are not valid labels).",
+            ["fate"],
+            registry=registry,
+        )
+        for fate in ("exported", "filtered", "refused"):
+            self.points.labels(fate)
+        self.agents_expired = Counter(
+            "mlwatcher_sink_agents_expired",
+            "Agents whose series expired (no window for expire_after_windows windows).",
+            registry=registry,
+        )
+        Gauge(
+            "mlwatcher_sink_agents", "Agents with exported series.", registry=registry
+        ).set_function(lambda: len(windows.agents()))
+        Gauge(
+            "mlwatcher_sink_series", "Series exported for the agents.", registry=registry
+        ).set_function(lambda: windows.series)
+
+
 class PrometheusSink:
     """Consumes metric records into :class:`LatestWindows` and serves them over HTTP."""
 
@@ -80,7 +128,7 @@ class PrometheusSink:
         self.windows = LatestWindows(config.series_filter, config.expire_after_windows)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.windows)
-        self._own_metrics()
+        self.metrics = SinkMetrics(self.registry, self.windows)
         self._done: dict[TopicPartitionKey, int] = {}
         self._next_expiry = 0.0
         self._server: Any = None
@@ -91,43 +139,6 @@ class PrometheusSink:
             f"sink-{self.name}",
             config.kafka_options,
         )
-
-    def _own_metrics(self) -> None:
-        registry = self.registry
-        ProcessCollector(registry=registry)
-        self._records = Counter(
-            "mlwatcher_sink_records",
-            "Metric records consumed, by outcome: new (a newer window), revision (the held "
-            "window again), stale (older than the held window, ignored), dead_letter.",
-            ["outcome"],
-            registry=registry,
-        )
-        for outcome in ("new", "revision", "stale", "dead_letter"):
-            self._records.labels(outcome)
-        self._dead_letters = Counter(
-            "mlwatcher_sink_dead_letters",
-            "Records sent to the dead-letter topic, by reason.",
-            ["reason"],
-            registry=registry,
-        )
-        self._points = Counter(
-            "mlwatcher_sink_points",
-            "Points of the records taken, by fate: exported, filtered (cardinality filter), "
-            "refused (extra properties that collide as label names).",
-            ["fate"],
-            registry=registry,
-        )
-        self._expired = Counter(
-            "mlwatcher_sink_agents_expired",
-            "Agents whose series expired (no window for expire_after_windows windows).",
-            registry=registry,
-        )
-        Gauge(
-            "mlwatcher_sink_agents", "Agents with exported series.", registry=registry
-        ).set_function(lambda: len(self.windows.agents()))
-        Gauge(
-            "mlwatcher_sink_series", "Series exported for the agents.", registry=registry
-        ).set_function(lambda: self.windows.series)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -159,15 +170,15 @@ class PrometheusSink:
         header, columns = record
         key = (message.topic(), message.partition())
         result = self.windows.apply(header, columns, source=key)
-        self._records.labels(result.outcome).inc()
+        self.metrics.records.labels(result.outcome).inc()
         if result.outcome == "stale":
             self.stats.records_stale += 1
         else:
             self.stats.records_revised += result.outcome == "revision"
             exported = result.points - result.filtered - result.refused
-            self._points.labels("exported").inc(exported)
-            self._points.labels("filtered").inc(result.filtered)
-            self._points.labels("refused").inc(result.refused)
+            self.metrics.points.labels("exported").inc(exported)
+            self.metrics.points.labels("filtered").inc(result.filtered)
+            self.metrics.points.labels("refused").inc(result.refused)
             self.stats.points_filtered += result.filtered
             self.stats.points_refused += result.refused
         self.stats.points += result.points
@@ -179,8 +190,8 @@ class PrometheusSink:
         self.dead_letters.send(
             message.value() or b"", message.key(), str(error), SourceRef.of(message)
         )
-        self._records.labels("dead_letter").inc()
-        self._dead_letters.labels(reason).inc()
+        self.metrics.records.labels("dead_letter").inc()
+        self.metrics.dead_letters.labels(reason).inc()
         self.stats.records_dead_lettered += 1
         self._done[(message.topic(), message.partition())] = message.offset() + 1
 
@@ -190,7 +201,7 @@ class PrometheusSink:
             expired = self.windows.expire(now)
             if expired:
                 log.info("prometheus sink: expired %d agents: %s", len(expired), expired[:10])
-                self._expired.inc(len(expired))
+                self.metrics.agents_expired.inc(len(expired))
                 self.stats.agents_expired += len(expired)
             self._next_expiry = now + 1.0
 

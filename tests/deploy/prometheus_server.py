@@ -108,5 +108,10 @@ class PrometheusServer:
             for item in self.query(selector)
         }
 
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule with its ``health`` and ``lastError`` (``/api/v1/rules``)."""
+        body = requests.get(f"{self.url}/api/v1/rules", timeout=10).json()
+        return [rule for group in body["data"]["groups"] for rule in group["rules"]]
+
     def targets_up(self) -> dict[str, float]:
         return {item["metric"]["job"]: float(item["value"][1]) for item in self.query("up")}

@@ -29,15 +29,21 @@ def model_record(
     start_ms: int | None = None,
     model_version: str = "v1",
 ) -> MetricRecord:
-    """A record computed by the real metric engine: labels, features, drift vs a reference
-    drawn from N(0, 1); ``shift`` moves every feature's mean (drift)."""
-    rng = np.random.default_rng(seed + window)
+    """A record computed by the real metric engine: labels, features, drift of the features,
+    pred1 and the class mix vs a reference drawn like the data; ``shift`` moves every
+    feature's mean (drift)."""
+
+    def probabilities(rng: np.random.Generator, n: int) -> np.ndarray:
+        logits = rng.normal(size=(n, n_classes))
+        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    reference_rng = np.random.default_rng(1000 + seed)
     reference = ReferenceProfile.from_data(
-        np.random.default_rng(1000 + seed).normal(size=(2000, n_features))
+        reference_rng.normal(size=(2000, n_features)), probabilities(reference_rng, 2000)
     )
+    rng = np.random.default_rng(seed + window)
     features = rng.normal(loc=shift, size=(rows, n_features))
-    logits = rng.normal(size=(rows, n_classes))
-    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    proba = probabilities(rng, rows)
     labels = rng.integers(0, n_classes, size=rows)
     points = compute_metrics(proba, labels, features, reference=reference)
     start = BASE_MS + window * WINDOW_MS if start_ms is None else start_ms

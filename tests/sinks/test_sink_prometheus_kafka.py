@@ -9,6 +9,7 @@ from pathlib import Path
 import requests
 
 from mlwatcher.brokers import free_port
+from tests.deploy.dashboard import ALERTS, concrete, metric_names, queries, sink_metric_names
 from tests.deploy.prometheus_server import PrometheusServer
 from tests.helpers import wait_until
 from tests.sinks.prometheus_helpers import (
@@ -25,6 +26,10 @@ def _windows_now(count: int) -> list[int]:
     are neither expired nor outside the sink's lookback)."""
     first = (int(time.time() * 1000) // WINDOW_MS - count - 1) * WINDOW_MS
     return [first + i * WINDOW_MS for i in range(count)]
+
+
+#: Prometheus' lastEvaluation of a rule not evaluated yet
+_NEVER = "0001-01-01T00:00:00Z"
 
 
 class SinkProcess:
@@ -88,7 +93,7 @@ def test_prometheus_scrapes_the_latest_window_and_bad_input_is_dead_lettered(
     prometheus_dir.mkdir()
     try:
         with PrometheusServer(
-            prometheus_dir, {"mlwatcher-sink": [f"127.0.0.1:{sink.port}"]}
+            prometheus_dir, {"mlwatcher-sink": [f"127.0.0.1:{sink.port}"]}, rule_files=[ALERTS]
         ) as prom:
             expected_end = {
                 frozenset({("agent_id", "alpha")}): alpha[2].window_end_ms / 1000,
@@ -114,6 +119,22 @@ def test_prometheus_scrapes_the_latest_window_and_bad_input_is_dead_lettered(
             assert list(prom.values('mlwatcher_overall_accuracy{agent_id="alpha"}').values()) == [
                 accuracy
             ]
+
+            # Every dashboard query is valid PromQL; those on the sink's series have data.
+            exported = sink_metric_names()
+            for title, expr in queries():
+                query = concrete(expr, "alpha")
+                prom.query(query)  # fails on invalid PromQL
+                if metric_names(expr) <= exported:  # rates need two scrapes: wait
+                    wait_until(lambda q=query: prom.query(q), 30, f"data for {title!r}: {expr}")
+            # The alert rules load and evaluate on the real series.
+            wait_until(
+                lambda: all(r["lastEvaluation"] != _NEVER for r in prom.rules()),
+                30,
+                "every rule to be evaluated",
+            )
+            assert [r for r in prom.rules() if r["health"] != "ok"] == []
+            assert prom.values('mlwatcher:estimated_accuracy{agent_id="alpha"}')
 
             # the undecodable record: dead-lettered with the reason, counted, sink still serving
             [dead] = read_dead_letters(kafka_bootstrap, topics["dead"], 1)
