@@ -321,7 +321,7 @@ def _globs(name: str, envvar: str, default: tuple[str, ...], help_text: str) -> 
 
 
 @sink.command("prometheus")
-@kafka_options
+@kafka_options(topics=SINK_TOPICS)
 @_consumer_options("prometheus")
 @click.option(
     "--web-host",
@@ -367,7 +367,6 @@ def _globs(name: str, envvar: str, default: tuple[str, ...], help_text: str) -> 
 def prometheus(
     bootstrap_servers: str,
     kafka_option: tuple[str, ...],
-    predictions_topic: str,
     metrics_topic: str,
     dead_letter_topic: str,
     group_id: str,

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlwatcher.schemas import MetricRecord
+from mlwatcher.sinks.base import SinkStats
 from mlwatcher.sinks.prometheus_format import LatestWindows
 from mlwatcher.sinks.prometheus_sink import SinkMetrics
 from tests.sinks.prometheus_helpers import model_record
@@ -58,7 +59,7 @@ def sink_metric_names() -> set[str]:
     windows.apply(*MetricRecord.decode_columns(record.encode()))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(windows)
-    SinkMetrics(registry, windows)
+    SinkMetrics(registry, windows, SinkStats())
     text = generate_latest(registry).decode()
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
 

@@ -142,7 +142,8 @@ def test_prometheus_scrapes_the_latest_window_and_bad_input_is_dead_lettered(
             assert dead.value() == b"\xc3\x01 not a metric record"
             assert headers["mlwatcher.stage"] == b"sink-prometheus"
             assert headers["mlwatcher.source.partition"] == b"0"
-            assert b"schema" in headers["mlwatcher.reason"].lower()
+            assert headers["mlwatcher.reason"] == b"unknown-schema"
+            assert b"fingerprint" in headers["mlwatcher.detail"]
             wait_until(
                 lambda: prom.values("sum(mlwatcher_sink_dead_letters_total)") == {frozenset(): 1.0},
                 30,
