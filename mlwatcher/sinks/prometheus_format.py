@@ -145,32 +145,94 @@ class _FilterCache:
         )
 
 
-@dataclass(frozen=True)
 class AgentWindow:
-    """The exported series of one agent: its latest window."""
+    """The series of one agent's latest window.
 
-    agent_id: str
-    window_start_ms: int
-    window_end_ms: int
-    model_version: str
-    #: metric name -> samples of that family for this agent
-    families: dict[str, list[Sample]]
-    #: where the record came from (a sink drops the agents of partitions it loses)
-    source: Any = None
+    The points to export are chosen when the record arrives; their samples are built on first
+    use (the first scrape after it), so a window replaced before anyone scraped it, as when
+    a restarted sink re-reads the topic, costs only its decoding and selection.
+    """
+
+    def __init__(
+        self, header: dict[str, Any], columns: PointColumns, filters: _FilterCache, source: Any
+    ) -> None:
+        self.agent_id: str = header["agent_id"]
+        self.window_start_ms: int = header["window_start_ms"]
+        self.window_end_ms: int = header["window_end_ms"]
+        self.model_version: str = header.get("model_version", "")
+        #: where the record came from (a sink drops the agents of partitions it loses)
+        self.source = source
+        kept = _selected(columns, filters)
+        self._extras: dict[int, dict[str, str] | None] = {-1: {}}
+        for index in np.unique(columns.extra[kept]).tolist():
+            if index >= 0:
+                self._extras[index] = _extra_labels(columns.strings[index])
+        bad = [index for index, labels in self._extras.items() if labels is None]
+        refused = kept & np.isin(columns.extra, bad) if bad else np.zeros_like(kept)
+        kept &= ~refused
+        self.filtered = len(columns) - int(kept.sum()) - int(refused.sum())
+        self.refused = int(refused.sum())
+        self.series = int(kept.sum()) + 3  # + window start, window end, agent info
+        self._pending: tuple[PointColumns, np.ndarray] | None = (columns, kept)
+        self._families: dict[str, list[Sample]] | None = None
 
     @property
-    def series(self) -> int:
-        return sum(len(samples) for samples in self.families.values())
+    def families(self) -> dict[str, list[Sample]]:
+        """Metric name -> this agent's samples of that family."""
+        families = self._families
+        if families is None:
+            pending = self._pending
+            if pending is None:  # another thread has just built them
+                return self._families or {}
+            families = self._families = self._build(*pending)
+            self._pending = None  # the record's columns are no longer needed
+        return families
 
     def expired(self, now_s: float, after_windows: float) -> bool:
         window_s = max((self.window_end_ms - self.window_start_ms) / 1000, 1.0)
         return now_s - self.window_end_ms / 1000 > after_windows * window_s
 
+    def _build(self, columns: PointColumns, kept: np.ndarray) -> dict[str, list[Sample]]:
+        agent_id, strings, extras = self.agent_id, columns.strings, self._extras
+        families: dict[str, list[Sample]] = {}
+        for w, c, f, s, e, v in zip(  # one pass in Python per exported point: the hot loop
+            columns.what[kept].tolist(),
+            columns.class_name[kept].tolist(),
+            columns.feat_name[kept].tolist(),
+            columns.stat[kept].tolist(),
+            columns.extra[kept].tolist(),
+            columns.value[kept].tolist(),
+            strict=True,
+        ):
+            labels = {"agent_id": agent_id}
+            if c >= 0:
+                labels["class_name"] = strings[c]
+            if f >= 0:
+                labels["feat_name"] = strings[f]
+            if s >= 0:
+                labels["stat"] = strings[s]
+            if e >= 0:
+                labels.update(extras[e])  # type: ignore[arg-type]
+            name = metric_name(strings[w])
+            family = families.get(name)
+            if family is None:
+                family = families[name] = []
+            family.append(Sample(name, labels, v, None, None, None))
+        agent = {"agent_id": agent_id}
+        start_s, end_s = self.window_start_ms / 1000, self.window_end_ms / 1000
+        info = {"agent_id": agent_id, "model_version": self.model_version}
+        families[WINDOW_START] = [Sample(WINDOW_START, agent, start_s, None, None, None)]
+        families[WINDOW_END] = [Sample(WINDOW_END, agent, end_s, None, None, None)]
+        families[AGENT_INFO] = [Sample(AGENT_INFO, info, 1.0, None, None, None)]
+        return families
+
 
 @dataclass
 class ApplyResult:
     """What one record did: ``outcome`` is ``new`` (a newer window), ``revision`` (the held
-    window again) or ``stale`` (older than the held window: ignored)."""
+    window again) or ``stale`` (older than the held window: ignored). ``filtered``: points
+    the filter left out; ``refused``: points whose extra properties are not a JSON object or
+    collide as label names."""
 
     outcome: str
     points: int = 0
@@ -179,66 +241,15 @@ class ApplyResult:
     refused: int = 0
 
 
-def build_window(
-    header: dict[str, Any],
-    columns: PointColumns,
-    filters: _FilterCache,
-    source: Any = None,
-) -> tuple[AgentWindow, int, int]:
-    """An agent's window from a decoded record; also the points filtered out and refused
-    (refused: extra properties that are not a JSON object or collide as label names)."""
-    agent_id = header["agent_id"]
+def _selected(columns: PointColumns, filters: _FilterCache) -> np.ndarray:
+    """Mask of the points the filter keeps (and whose value is finite)."""
     keep_what, keep_feature_what, keep_feature = filters.masks(columns.strings)
-    has_feature = columns.feat_name >= 0
     kept = np.where(
-        has_feature,
+        columns.feat_name >= 0,
         keep_feature_what[columns.what] & keep_feature[columns.feat_name],
         keep_what[columns.what],
     )
-    kept &= np.isfinite(columns.value)
-    strings = columns.strings
-    extras: dict[int, dict[str, str] | None] = {-1: {}}
-    families: dict[str, list[Sample]] = {}
-    refused = 0
-    for w, c, f, s, e, v in zip(  # one pass in Python per kept point: the hot loop
-        columns.what[kept].tolist(),
-        columns.class_name[kept].tolist(),
-        columns.feat_name[kept].tolist(),
-        columns.stat[kept].tolist(),
-        columns.extra[kept].tolist(),
-        columns.value[kept].tolist(),
-        strict=True,
-    ):
-        if e not in extras:
-            extras[e] = _extra_labels(strings[e])
-        extra = extras[e]
-        if extra is None:
-            refused += 1
-            continue
-        labels = {"agent_id": agent_id}
-        if c >= 0:
-            labels["class_name"] = strings[c]
-        if f >= 0:
-            labels["feat_name"] = strings[f]
-        if s >= 0:
-            labels["stat"] = strings[s]
-        if extra:
-            labels.update(extra)
-        name = metric_name(strings[w])
-        family = families.get(name)
-        if family is None:
-            family = families[name] = []
-        family.append(Sample(name, labels, v, None, None, None))
-    start_ms, end_ms = header["window_start_ms"], header["window_end_ms"]
-    agent_label = {"agent_id": agent_id}
-    families[WINDOW_START] = [Sample(WINDOW_START, agent_label, start_ms / 1000, None, None, None)]
-    families[WINDOW_END] = [Sample(WINDOW_END, agent_label, end_ms / 1000, None, None, None)]
-    info = {"agent_id": agent_id, "model_version": header.get("model_version", "")}
-    families[AGENT_INFO] = [Sample(AGENT_INFO, info, 1.0, None, None, None)]
-    window = AgentWindow(
-        agent_id, start_ms, end_ms, header.get("model_version", ""), families, source
-    )
-    return window, len(columns) - int(kept.sum()), refused
+    return kept & np.isfinite(columns.value)
 
 
 def _extra_labels(text: str) -> dict[str, str] | None:
@@ -285,13 +296,13 @@ class LatestWindows:
         held = self._agents.get(agent_id)
         if held is not None and header["window_start_ms"] < held.window_start_ms:
             return ApplyResult("stale", points=len(columns))
-        window, filtered, refused = build_window(header, columns, self._filters, source)
+        window = AgentWindow(header, columns, self._filters, source)
         outcome = "new"
         if held is not None and held.window_start_ms == window.window_start_ms:
             outcome = "revision"
         with self._lock:
             self._agents[agent_id] = window
-        return ApplyResult(outcome, len(columns), window.series, filtered, refused)
+        return ApplyResult(outcome, len(columns), window.series, window.filtered, window.refused)
 
     def expire(self, now_s: float) -> list[str]:
         """Drop agents whose latest window ended more than ``expire_after_windows`` of their
