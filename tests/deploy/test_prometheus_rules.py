@@ -51,3 +51,26 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
         "MLWatcherWorkerLagging",
         "MLWatcherDeadLettersRising",
     }
+
+
+def test_compose_prometheus_scrapes_the_sink_and_every_worker(tmp_path: Path) -> None:
+    root = DEPLOY.parents[1]
+    services = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    sink_env = services["sink-prometheus"]["environment"]
+    assert sink_env["MLWATCHER_PROMETHEUS_HOST"] == "0.0.0.0"
+    [sink_target] = jobs["mlwatcher-sink"]["static_configs"][0]["targets"]
+    assert sink_target == f"sink-prometheus:{sink_env['MLWATCHER_PROMETHEUS_PORT']}"
+    [workers] = jobs["mlwatcher-worker"]["dns_sd_configs"]
+    assert workers["names"] == ["worker"]
+    assert str(workers["port"]) == services["worker"]["environment"]["MLWATCHER_WEB_PORT"]
+    mounts = dict(v.rsplit(":", 2)[:2] for v in services["prometheus"]["volumes"])
+    assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert [mounts["./deploy/prometheus/alerts.yml"]] == config["rule_files"]
+    # promtool checks the file as Prometheus would load it (rule path as mounted -> local)
+    config["rule_files"] = [str(DEPLOY / "alerts.yml")]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config))
+    result = _promtool("check", "config", str(local))
+    assert result.returncode == 0, result.stdout + result.stderr
