@@ -109,6 +109,8 @@ def state_memory_mb(values: list[bytes]) -> float:
         windows = LatestWindows()
         for header, columns in decoded:
             windows.apply(header, columns)
+        for _ in windows.collect():  # builds the samples, as the first scrape does
+            pass
         return tracemalloc.get_traced_memory()[0] / 1e6
     finally:
         tracemalloc.stop()

@@ -180,3 +180,44 @@ def test_bad_flags_are_refused(tmp_path: Path) -> None:
     sink = start_sink(["sink", "prometheus", "--expire-after-windows", "0"], tmp_path / "x.log")
     assert sink.wait(60) == 2
     assert "expire-after-windows" in (tmp_path / "x.log").read_text()
+
+
+def test_two_sink_processes_share_the_agents_without_serving_one_twice(
+    kafka_bootstrap: str, unique_topics, tmp_path: Path
+) -> None:
+    topics = unique_topics({"metrics": 4, "dead": 1})
+    [start] = _windows_now(1)
+    agents = [f"agent-{i}" for i in range(8)]
+    records = [
+        model_record(a, 0, start_ms=start, n_features=2, seed=i) for i, a in enumerate(agents)
+    ]
+    produce(kafka_bootstrap, topics["metrics"], records, partitions=4)
+    group = f"prom-{uuid.uuid4().hex[:8]}"
+    first = SinkProcess(kafka_bootstrap, topics, group, tmp_path)
+    second = None
+    try:
+        want = expected_samples(records)
+        wait_until(
+            lambda: (text := first.scrape()) and parse_exposition(text) == want,
+            60,
+            "one sink to serve every agent",
+        )
+        second = SinkProcess(kafka_bootstrap, topics, group, tmp_path)
+
+        def shared() -> bool:
+            texts = [first.scrape(), second.scrape()]
+            if None in texts:
+                return False
+            served = [parse_exposition(t) for t in texts]
+            mine = [
+                {dict(labels)["agent_id"] for _, labels in s if dict(labels).get("agent_id")}
+                for s in served
+            ]
+            # each serves some agents, none twice, and together exactly the expected series
+            return all(mine) and not mine[0] & mine[1] and {**served[0], **served[1]} == want
+
+        wait_until(shared, 90, "the two sinks to split the agents after the rebalance")
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
