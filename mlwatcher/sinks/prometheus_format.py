@@ -205,11 +205,11 @@ class AgentWindow:
             strict=True,
         ):
             labels = {"agent_id": agent_id}
-            if c >= 0:
+            if c >= 0 and strings[c]:  # an empty label value is no label, in Prometheus too
                 labels["class_name"] = strings[c]
-            if f >= 0:
+            if f >= 0 and strings[f]:
                 labels["feat_name"] = strings[f]
-            if s >= 0:
+            if s >= 0 and strings[s]:
                 labels["stat"] = strings[s]
             if e >= 0:
                 labels.update(extras[e])  # type: ignore[arg-type]
@@ -220,7 +220,9 @@ class AgentWindow:
             family.append(Sample(name, labels, v, None, None, None))
         agent = {"agent_id": agent_id}
         start_s, end_s = self.window_start_ms / 1000, self.window_end_ms / 1000
-        info = {"agent_id": agent_id, "model_version": self.model_version}
+        info = {"agent_id": agent_id}
+        if self.model_version:
+            info["model_version"] = self.model_version
         families[WINDOW_START] = [Sample(WINDOW_START, agent, start_s, None, None, None)]
         families[WINDOW_END] = [Sample(WINDOW_END, agent, end_s, None, None, None)]
         families[AGENT_INFO] = [Sample(AGENT_INFO, info, 1.0, None, None, None)]
@@ -266,7 +268,8 @@ def _extra_labels(text: str) -> dict[str, str] | None:
         name = label_name(str(key))
         if name in labels:
             return None
-        labels[name] = str(value)
+        if str(value):
+            labels[name] = str(value)
     return labels
 
 

@@ -66,7 +66,8 @@ def point_series(agent: str, point: Point) -> Series:
         if getattr(point, key) is not None:
             labels[key] = getattr(point, key)
     labels.update(point.extra)
-    return f"mlwatcher_{point.what}", frozenset(labels.items())
+    # Prometheus has no empty label values: an empty value is no label
+    return f"mlwatcher_{point.what}", frozenset((k, v) for k, v in labels.items() if v)
 
 
 def default_kept(point: Point) -> bool:
@@ -83,8 +84,8 @@ def expected_samples(records: Sequence[MetricRecord], keep=default_kept) -> dict
         agent = frozenset({("agent_id", record.agent_id)})
         expected["mlwatcher_window_start_timestamp_seconds", agent] = record.window_start_ms / 1e3
         expected["mlwatcher_window_end_timestamp_seconds", agent] = record.window_end_ms / 1e3
-        info = frozenset({("agent_id", record.agent_id), ("model_version", record.model_version)})
-        expected["mlwatcher_agent_info", info] = 1.0
+        info = {("agent_id", record.agent_id), ("model_version", record.model_version)}
+        expected["mlwatcher_agent_info", frozenset(kv for kv in info if kv[1])] = 1.0
     return expected
 
 

@@ -172,3 +172,13 @@ def test_label_names() -> None:
 def test_expire_after_windows_must_be_positive() -> None:
     with pytest.raises(ValueError, match="expire_after_windows"):
         LatestWindows(expire_after_windows=0)
+
+
+def test_empty_label_values_are_left_out_as_prometheus_does() -> None:
+    points = [Point("custom", "gauge", 1.0, class_name="", extra={"note": "", "kept": "x"})]
+    store = LatestWindows()
+    apply(store, MetricRecord("a", 0, WINDOW_MS, 1, 1, points, model_version=""))
+    text = exposition(store)
+    assert 'mlwatcher_custom{agent_id="a",kept="x"} 1.0' in text
+    assert 'mlwatcher_agent_info{agent_id="a"} 1.0' in text
+    assert '""' not in text

@@ -33,7 +33,9 @@ _NEVER = "0001-01-01T00:00:00Z"
 
 
 class SinkProcess:
-    def __init__(self, bootstrap: str, topics: dict[str, str], group: str, log_dir: Path) -> None:
+    def __init__(
+        self, bootstrap: str, topics: dict[str, str], group: str, log_dir: Path, *extra: str
+    ) -> None:
         self.port = free_port()
         self.args = [
             "sink", "prometheus",
@@ -44,6 +46,7 @@ class SinkProcess:
             "--web-port", str(self.port),
             "--progress-interval", "1",
             *FAST_GROUP,
+            *extra,
         ]  # fmt: skip
         self.log_path = log_dir / f"sink-prometheus-{self.port}.log"
         self.process = start_sink(self.args, self.log_path)
@@ -62,7 +65,7 @@ class SinkProcess:
             self.process.wait(10)
 
 
-def _agent_series(prometheus: PrometheusServer, agent: str) -> dict:
+def agent_series(prometheus: PrometheusServer, agent: str) -> dict:
     """Every model series of ``agent`` as Prometheus stored it: ``{(name, labels): value}``."""
     return prometheus.series(
         f'{{__name__=~"mlwatcher_.+",__name__!~"mlwatcher_sink_.+",agent_id="{agent}"}}'
@@ -106,8 +109,8 @@ def test_prometheus_scrapes_the_latest_window_and_bad_input_is_dead_lettered(
             )
             last = alpha[2]
             # every series of the agent, exactly the last window's values (default filter)
-            assert _agent_series(prom, "alpha") == expected_samples([last])
-            assert _agent_series(prom, "beta") == expected_samples([beta[2]])
+            assert agent_series(prom, "alpha") == expected_samples([last])
+            assert agent_series(prom, "beta") == expected_samples([beta[2]])
             # and the two the issue names, spelled out
             share = next(
                 p.value for p in last.points if p.what == "dataset_drift" and p.stat == "share"
@@ -151,7 +154,7 @@ def test_prometheus_scrapes_the_latest_window_and_bad_input_is_dead_lettered(
             )
             produce(kafka_bootstrap, topics["metrics"], [alpha[3]], partitions=2)
             wait_until(
-                lambda: _agent_series(prom, "alpha") == expected_samples([alpha[3]]),
+                lambda: agent_series(prom, "alpha") == expected_samples([alpha[3]]),
                 30,
                 "the next window after the bad record",
             )
