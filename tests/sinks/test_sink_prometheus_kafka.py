@@ -179,12 +179,6 @@ def test_prometheus_scrapes_the_latest_window_and_bad_input_is_dead_lettered(
         sink.close()
 
 
-def test_bad_flags_are_refused(tmp_path: Path) -> None:
-    sink = start_sink(["sink", "prometheus", "--expire-after-windows", "0"], tmp_path / "x.log")
-    assert sink.wait(60) == 2
-    assert "expire-after-windows" in (tmp_path / "x.log").read_text()
-
-
 def test_two_sink_processes_share_the_agents_without_serving_one_twice(
     kafka_bootstrap: str, unique_topics, tmp_path: Path
 ) -> None:
