@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.deploy.dashboard import (
@@ -22,9 +21,6 @@ from tests.deploy.dashboard import (
 )
 
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
-#: Announced by the worker rewrite (the lead's issue) and used by the dashboard and the rules;
-#: the strict xfail below fails once the worker exports them: then drop this set.
-PENDING_WORKER_METRICS = {"mlwatcher_worker_stalled", "mlwatcher_worker_stalls_total"}
 
 
 def test_dashboard_has_an_agent_variable_and_a_datasource_variable() -> None:
@@ -67,18 +63,12 @@ def test_every_panel_queries_the_provisioned_prometheus() -> None:
 
 def test_every_query_names_only_series_that_are_exported() -> None:
     known = sink_metric_names() | worker_metric_names() | recording_rules()
-    known |= PENDING_WORKER_METRICS
     for title, expr in queries():
         names = metric_names(expr)
         assert names, f"{title}: {expr} names no mlwatcher series"
         assert names <= known, f"{title}: {sorted(names - known)} exported by nothing"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker's stall metrics come with the worker rewrite (lead); when they land "
-    "this xfail turns into a failure: remove the marker",
-)
 def test_the_worker_exports_the_stall_metrics_the_dashboard_and_rules_use() -> None:
     assert {"mlwatcher_worker_stalled", "mlwatcher_worker_stalls_total"} <= (worker_metric_names())
 
