@@ -27,7 +27,8 @@ RUN useradd --create-home --uid 10001 mlwatcher \
 USER mlwatcher
 WORKDIR /data
 
-# The worker's /health and /metrics endpoint (bound to 0.0.0.0 by the compose file).
-EXPOSE 6066
+# The worker's /health + /metrics (6066) and the Prometheus sink's /metrics (6070); both bound
+# to 0.0.0.0 by the compose file.
+EXPOSE 6066 6070
 
 CMD ["mlwatcher", "--help"]

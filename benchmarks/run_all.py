@@ -28,6 +28,7 @@ BENCHMARKS = (
     "bench_baseline",
     "bench_stream_app",
     "bench_sinks",
+    "bench_prometheus",
     "bench_memory",
 )
 

@@ -87,7 +87,8 @@ def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
     """MLWatcher: monitor ML classifiers in production through Kafka.
 
     Model processes publish prediction batches (mlwatcher.producer.MonitoringAgent); stream
-    workers turn them into per-window metrics; sinks forward the metrics to Anodot and Parquet.
+    workers turn them into per-window metrics; sinks forward the metrics to Anodot, Parquet
+    and Prometheus.
     """
     logging.basicConfig(
         level=log_level.upper(),

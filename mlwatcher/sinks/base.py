@@ -138,6 +138,13 @@ class Sink(ABC, Generic[R]):
     def committable(self) -> Mapping[TopicPartitionKey, int]:
         """Take the ``{(topic, partition): next offset}`` made durable since the last call."""
 
+    def start_time_ms(self) -> int | None:
+        """Where newly assigned partitions start: ``None`` (the default) at the group's
+        committed offsets; a Unix time in ms: at each partition's first record of that time or
+        later (its end when there is none), for a sink that rebuilds its state from the topic
+        rather than resuming where it committed."""
+        return None
+
     def on_assign(self, start_offsets: Mapping[TopicPartitionKey, int]) -> None:
         """Partitions were assigned; consumption of each starts at the given offset."""
 

@@ -161,9 +161,34 @@ class SinkRunner:
                         TopicPartition(tp.topic, tp.partition), timeout=30
                     )
                 starts[(tp.topic, tp.partition)] = start
+            since_ms = self.sink.start_time_ms()
+            if since_ms is not None:
+                starts = self._seek_to_time(consumer, partitions, since_ms)
             self.sink.on_assign(starts)
         except BaseException as error:
             self._callback_error = error
+
+    def _seek_to_time(
+        self, consumer: Consumer, partitions: list[TopicPartition], since_ms: int
+    ) -> dict[TopicPartitionKey, int]:
+        """Assign ``partitions`` at their first record of ``since_ms`` or later."""
+        asked = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in partitions]
+        starts: dict[TopicPartitionKey, int] = {}
+        for tp in consumer.offsets_for_times(asked, timeout=30):
+            start = tp.offset
+            if start < 0:  # nothing that recent: start at the end
+                _, start = consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=30
+                )
+            starts[(tp.topic, tp.partition)] = start
+        for tp in partitions:
+            tp.offset = starts[(tp.topic, tp.partition)]
+        strategy = self.sink.config.kafka_options.get("partition.assignment.strategy", "")
+        if "cooperative" in strategy:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        return starts
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish what was consumed from the partitions we lose, so the next owner starts
