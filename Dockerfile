@@ -7,11 +7,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# The extras of the image's roles (pyproject.toml): topics + worker, the sinks, the report.
+# A smaller image for one role: docker build --build-arg EXTRAS=sinks .
+ARG EXTRAS=worker,sinks,report
+
 WORKDIR /app
 # Dependencies first, so editing the code does not invalidate the dependency layer.
 COPY pyproject.toml README.md ./
 RUN mkdir -p mlwatcher && touch mlwatcher/__init__.py \
-    && pip install . \
+    && pip install ".[${EXTRAS}]" \
     && pip uninstall -y mlwatcher
 COPY mlwatcher ./mlwatcher
 RUN pip install --no-deps . && rm -rf /app/build
@@ -23,7 +27,8 @@ RUN useradd --create-home --uid 10001 mlwatcher \
 USER mlwatcher
 WORKDIR /data
 
-# The worker's /health and /metrics endpoint (bound to 0.0.0.0 by the compose file).
-EXPOSE 6066
+# The worker's /health + /metrics (6066) and the Prometheus sink's /metrics (6070); both bound
+# to 0.0.0.0 by the compose file.
+EXPOSE 6066 6070
 
 CMD ["mlwatcher", "--help"]

@@ -22,11 +22,13 @@ from benchmarks._common import print_table
 
 BENCHMARKS = (
     "bench_encoding",
+    "bench_import",
     "bench_producer",
     "bench_metrics",
     "bench_baseline",
     "bench_stream_app",
     "bench_sinks",
+    "bench_prometheus",
     "bench_memory",
 )
 

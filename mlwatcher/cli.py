@@ -16,10 +16,33 @@ SUBCOMMANDS: dict[str, str] = {
     "topics": "mlwatcher.topics_cli:topics",
     "worker": "mlwatcher.stream_app.cli:worker",
     "sink": "mlwatcher.sinks.cli:sink",
-    "reference": "mlwatcher.metrics.cli:reference",
+    "reference": "mlwatcher.reference_cli:reference",
     "demo": "mlwatcher.demo.cli:demo",
     "report": "mlwatcher.report.cli:report",
 }
+#: command name -> the extra that installs what it needs (pyproject.toml)
+EXTRAS: dict[str, str] = {
+    "topics": "worker",
+    "worker": "worker",
+    "sink": "sinks",
+    "reference": "worker",
+    "demo": "embedded",
+    "report": "report",
+}
+
+
+def _needs_extra(name: str, missing: str) -> click.Command:
+    """A stand-in for a command whose libraries this install lacks: it says which extra."""
+
+    def explain() -> None:
+        raise click.ClickException(
+            f"`mlwatcher {name}` needs {missing}, which this install lacks: "
+            f"pip install 'mlwatcher[{EXTRAS[name]}]'"
+        )
+
+    return click.Command(
+        name, callback=explain, help=f"(needs pip install 'mlwatcher[{EXTRAS[name]}]')"
+    )
 
 
 class LazyGroup(click.Group):
@@ -36,6 +59,8 @@ class LazyGroup(click.Group):
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
                 return None  # this install does not ship that command
+            if exc.name and not exc.name.startswith("mlwatcher"):
+                return _needs_extra(cmd_name, exc.name.split(".")[0])
             raise
         return getattr(module, attribute)
 
@@ -62,7 +87,8 @@ def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
     """MLWatcher: monitor ML classifiers in production through Kafka.
 
     Model processes publish prediction batches (mlwatcher.producer.MonitoringAgent); stream
-    workers turn them into per-window metrics; sinks forward the metrics to Anodot and Parquet.
+    workers turn them into per-window metrics; sinks forward the metrics to Anodot, Parquet
+    and Prometheus.
     """
     logging.basicConfig(
         level=log_level.upper(),

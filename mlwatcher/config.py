@@ -35,8 +35,42 @@ def parse_kafka_options(pairs: Iterable[str]) -> dict[str, str]:
     return options
 
 
-def kafka_options(func: F) -> F:
-    """Flags every Kafka-facing command shares."""
+ALL_TOPICS = ("predictions", "metrics", "dead_letter")
+
+
+def kafka_options(
+    func: F | None = None, *, topics: tuple[str, ...] = ALL_TOPICS
+) -> F | Callable[[F], F]:
+    """Flags every Kafka-facing command shares: ``@kafka_options``, or
+    ``@kafka_options(topics=("metrics", "dead_letter"))`` for a command that uses only those
+    topics (a flag a command would ignore is not offered)."""
+    topic_options = {
+        "predictions": click.option(
+            "--predictions-topic",
+            envvar="MLWATCHER_PREDICTIONS_TOPIC",
+            default=DEFAULT_PREDICTIONS_TOPIC,
+            show_default=True,
+            help="Topic of prediction batches [env MLWATCHER_PREDICTIONS_TOPIC].",
+        ),
+        "metrics": click.option(
+            "--metrics-topic",
+            envvar="MLWATCHER_METRICS_TOPIC",
+            default=DEFAULT_METRICS_TOPIC,
+            show_default=True,
+            help="Topic of metric records [env MLWATCHER_METRICS_TOPIC].",
+        ),
+        "dead_letter": click.option(
+            "--dead-letter-topic",
+            envvar="MLWATCHER_DEAD_LETTER_TOPIC",
+            default=DEFAULT_DEAD_LETTER_TOPIC,
+            show_default=True,
+            help="Topic for refused input, with the reason in headers "
+            "[env MLWATCHER_DEAD_LETTER_TOPIC].",
+        ),
+    }
+    unknown = set(topics) - set(topic_options)
+    if unknown:
+        raise ValueError(f"kafka_options: unknown topics {sorted(unknown)}")
     options = [
         click.option(
             "--bootstrap-servers",
@@ -55,32 +89,15 @@ def kafka_options(func: F) -> F:
             help="Extra librdkafka option KEY=VALUE, repeatable (SASL/SSL...) "
             "[env MLWATCHER_KAFKA_OPTIONS, space-separated].",
         ),
-        click.option(
-            "--predictions-topic",
-            envvar="MLWATCHER_PREDICTIONS_TOPIC",
-            default=DEFAULT_PREDICTIONS_TOPIC,
-            show_default=True,
-            help="Topic of prediction batches [env MLWATCHER_PREDICTIONS_TOPIC].",
-        ),
-        click.option(
-            "--metrics-topic",
-            envvar="MLWATCHER_METRICS_TOPIC",
-            default=DEFAULT_METRICS_TOPIC,
-            show_default=True,
-            help="Topic of metric records [env MLWATCHER_METRICS_TOPIC].",
-        ),
-        click.option(
-            "--dead-letter-topic",
-            envvar="MLWATCHER_DEAD_LETTER_TOPIC",
-            default=DEFAULT_DEAD_LETTER_TOPIC,
-            show_default=True,
-            help="Topic for refused input, with the reason in headers "
-            "[env MLWATCHER_DEAD_LETTER_TOPIC].",
-        ),
+        *(topic_options[name] for name in ALL_TOPICS if name in topics),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+
+    def decorate(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate if func is None else decorate(func)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -121,3 +121,17 @@ def test_dockerfile_installs_the_package_on_python_311_slim() -> None:
     assert re.search(r"^USER (?!root)", text, re.MULTILINE), "the image must not run as root"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".git" in ignored and "tests" in ignored
+
+
+def test_dockerfile_installs_the_extras_of_every_role_it_runs() -> None:
+    from mlwatcher.cli import EXTRAS
+
+    match = re.search(r"^ARG EXTRAS=([\w,]+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert match, "the Dockerfile names the extras it installs in ARG EXTRAS"
+    installed = set(match.group(1).split(","))
+    assert 'pip install ".[${EXTRAS}]"' in DOCKERFILE.read_text()
+    for name, service in _app_services().items():
+        subcommand, _ = _split_command(service["command"])
+        assert EXTRAS[subcommand[0]] in installed, (
+            f"{name}: needs mlwatcher[{EXTRAS[subcommand[0]]}]"
+        )

@@ -130,7 +130,7 @@ def demo(
     echo = _echo
     try:
         if offline:
-            run_offline(settings, echo)
+            run_offline(settings, echo, make_report=not no_report)
         else:
             result = run_demo(settings, echo, make_report=not no_report)
             if result.windows_written < 3 * result.timeline.n_windows:

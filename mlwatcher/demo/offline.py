@@ -1,6 +1,6 @@
 """The demo's metrics computed without Kafka: the scenarios' windows through ``compute_metrics``.
 
-It gives the same long-format Parquet data set the Parquet sink writes (one row per point,
+It writes the Parquet sink's data set with the sink's writer and schema (one row per point,
 hive partitions ``agent_id=.../date=.../``), so the report can be previewed, tested and
 developed without a broker, and ``mlwatcher demo --offline`` works anywhere.
 """
@@ -13,31 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mlwatcher.demo.scenarios import DemoBatch, DigitsModels, Timeline
-from mlwatcher.metrics import Point, ReferenceProfile, compute_metrics
+from mlwatcher.metrics import ReferenceProfile, compute_metrics
+from mlwatcher.point import Point
+from mlwatcher.schemas import MetricRecord
+from mlwatcher.sinks.parquet_files import write_records
 
-#: column order and types of the Parquet sink's long format
-PARQUET_SCHEMA = pa.schema(
-    [
-        ("window_start", pa.timestamp("ms", tz="UTC")),
-        ("window_end", pa.timestamp("ms", tz="UTC")),
-        ("what", pa.string()),
-        ("class_name", pa.string()),
-        ("feat_name", pa.string()),
-        ("stat", pa.string()),
-        ("target_type", pa.string()),
-        ("value", pa.float64()),
-        ("extra", pa.map_(pa.string(), pa.string())),
-        ("rows_seen", pa.int64()),
-        ("rows_sampled", pa.int32()),
-        ("agent_id", pa.string()),
-        ("date", pa.string()),
-    ]
-)
+#: one data file per agent and day; a second run overwrites the first
+OFFLINE_FILE_NAME = "demo-offline.parquet"
 
 
 def reference_profile(models: DigitsModels) -> ReferenceProfile:
@@ -89,36 +73,20 @@ def window_metrics(
     return results
 
 
-def metrics_table(windows: Iterable[WindowMetrics]) -> pa.Table:
-    """Long format: one row per point, window columns repeated."""
-    columns: dict[str, list] = {field.name: [] for field in PARQUET_SCHEMA}
-    for window in windows:
-        date = pd.Timestamp(window.window_start_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
-        for point in window.points:
-            columns["window_start"].append(window.window_start_ms)
-            columns["window_end"].append(window.window_end_ms)
-            columns["what"].append(point.what)
-            columns["class_name"].append(point.class_name)
-            columns["feat_name"].append(point.feat_name)
-            columns["stat"].append(point.stat)
-            columns["target_type"].append(point.target_type)
-            columns["value"].append(point.value)
-            columns["extra"].append(list(point.extra.items()))
-            columns["rows_seen"].append(window.rows_seen)
-            columns["rows_sampled"].append(window.rows_seen)
-            columns["agent_id"].append(window.agent_id)
-            columns["date"].append(date)
-    return pa.table(columns, schema=PARQUET_SCHEMA)
-
-
 def write_metrics_dataset(windows: Iterable[WindowMetrics], output_dir: str | Path) -> Path:
-    """Write the points as a hive-partitioned Parquet data set under ``output_dir``."""
+    """Write the points as the Parquet sink's data set, with the sink's writer and schema."""
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    pq.write_to_dataset(
-        metrics_table(windows),
-        root_path=output,
-        partition_cols=["agent_id", "date"],
-        existing_data_behavior="overwrite_or_ignore",
+    records = (
+        MetricRecord(
+            agent_id=window.agent_id,
+            window_start_ms=window.window_start_ms,
+            window_end_ms=window.window_end_ms,
+            rows_seen=window.rows_seen,
+            rows_sampled=window.rows_seen,  # offline, every row is the sample
+            points=window.points,
+        )
+        for window in windows
     )
+    write_records(records, output, OFFLINE_FILE_NAME)
     return output

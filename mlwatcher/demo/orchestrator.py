@@ -127,7 +127,9 @@ class SimulatedClock:
         return self.now
 
 
-def run_offline(settings: DemoSettings, echo: Echo = print) -> DemoResult:
+def run_offline(
+    settings: DemoSettings, echo: Echo = print, *, make_report: bool = True
+) -> DemoResult:
     """The demo's metrics without Kafka: ``compute_metrics`` per window, then the report."""
     from mlwatcher.report.render import build_report
 
@@ -138,14 +140,16 @@ def run_offline(settings: DemoSettings, echo: Echo = print) -> DemoResult:
     windows = offline.window_metrics(traffic, timeline, models, reference)
     offline.write_metrics_dataset(windows, parquet_dir)
     echo(f"computed {len(windows)} windows offline into {parquet_dir}")
-    report = build_report(
-        parquet_dir, settings.output_dir / "report", dict.fromkeys(AGENTS, reference)
-    )
-    echo(f"report: {report.html_path}")
+    html_path = None
+    if make_report:
+        html_path = build_report(
+            parquet_dir, settings.output_dir / "report", dict.fromkeys(AGENTS, reference)
+        ).html_path
+        echo(f"report: {html_path}")
     return DemoResult(
         settings.output_dir,
         parquet_dir,
-        report.html_path,
+        html_path,
         timeline,
         sum(b.n_rows for b in traffic),
         len(traffic),
@@ -267,12 +271,12 @@ class _DemoRun:
         )
         self.echo(f"created topics {', '.join(self.topics.values())}")
 
-    def _kafka_args(self, bootstrap: str) -> list[str]:
-        args = [
-            "--bootstrap-servers",
-            bootstrap,
-            "--predictions-topic",
-            self.topics["predictions"],
+    def _kafka_args(self, bootstrap: str, *, predictions: bool = False) -> list[str]:
+        """The shared Kafka flags; the predictions topic only for the worker (sinks have none)."""
+        args = ["--bootstrap-servers", bootstrap]
+        if predictions:
+            args += ["--predictions-topic", self.topics["predictions"]]
+        args += [
             "--metrics-topic",
             self.topics["metrics"],
             "--dead-letter-topic",
@@ -288,7 +292,7 @@ class _DemoRun:
         self.web_port = free_port()
         args = [
             "worker",
-            *self._kafka_args(bootstrap),
+            *self._kafka_args(bootstrap, predictions=True),
             "--app-id",
             f"mlwatcher-demo-{self.run_id}",
             "--partitions",

@@ -2,9 +2,9 @@
 
 from mlwatcher.metrics.compute import compute_metrics
 from mlwatcher.metrics.inputs import MetricInputError
-from mlwatcher.metrics.points import Point
 from mlwatcher.metrics.reference import ReferenceProfile
 from mlwatcher.metrics.state import StateDelta, WindowState
+from mlwatcher.point import Point
 
 __all__ = [
     "MetricInputError",

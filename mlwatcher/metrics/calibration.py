@@ -19,20 +19,36 @@ Every counter here is a sum over rows, so a window's counters are the sums of it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from mlwatcher.metrics.inputs import MetricInputError, predicted_classes
-from mlwatcher.metrics.points import COUNTER, GAUGE
-
-if TYPE_CHECKING:
-    from mlwatcher.metrics.compute import _Points
-    from mlwatcher.metrics.counters import ExactCounters
+from mlwatcher.point import COUNTER, GAUGE
 
 N_BINS = 15
 #: reference rows a bin needs before its accuracy outweighs the raw probability (see the map)
 PRIOR_ROWS = 10.0
+
+
+class PointAdder(Protocol):
+    """Where the metric functions put their points (``compute``'s collector, which drops
+    non-finite values)."""
+
+    def add(self, what: str, target_type: str, value: float, **props: Any) -> None: ...
+
+
+class LabelledCounters(Protocol):
+    """The counters :func:`add_points` reads (an ``ExactCounters``)."""
+
+    n_classes: int
+    brier_sum: float
+    reliability_rows: np.ndarray
+    reliability_confidence_sum: np.ndarray
+    reliability_correct: np.ndarray
+
+    @property
+    def labelled_rows(self) -> int: ...
 
 
 def confidence_bins(confidence: np.ndarray) -> np.ndarray:
@@ -92,7 +108,7 @@ def expected_calibration_error(rows: np.ndarray, total: np.ndarray, hits: np.nda
     return float(np.abs(hits - total).sum() / n)
 
 
-def add_points(out: _Points, counters: ExactCounters) -> None:
+def add_points(out: PointAdder, counters: LabelledCounters) -> None:
     """``brier_score``, ``expected_calibration_error`` and the reliability-diagram points."""
     n = counters.labelled_rows
     if n == 0:
@@ -174,14 +190,15 @@ class CalibrationMap:
         pooled = pooled_w * pooled_a + (1 - pooled_w) * pooled_confidence
         return w * a + (1 - w) * pooled
 
-    def expected_correct(self, counters: ExactCounters) -> tuple[np.ndarray, float]:
-        """Per predicted class Σ q over the window's rows, and Σ q(1 − q) over all rows."""
-        if self.n_classes != counters.n_classes:
+    def expected_correct(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """Per predicted class Σ q over a window whose rows per (predicted class, bin) are
+        ``rows``, and Σ q(1 − q) over all of them."""
+        if self.n_classes != rows.shape[0]:
             raise MetricInputError(
                 f"reference: calibration map has {self.n_classes} classes,"
-                f" the window has {counters.n_classes}"
+                f" the window has {rows.shape[0]}"
             )
-        q, rows = self.probabilities(), counters.confidence_rows
+        q = self.probabilities()
         return (rows * q).sum(axis=1), float((rows * q * (1 - q)).sum())
 
     def reliability(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,12 +15,14 @@ from mlwatcher.metrics.inputs import (
     as_features,
     as_probabilities,
     categorical_indices,
+    check_categorical,
     normalise_labels,
     predicted_classes,
 )
-from mlwatcher.metrics.points import COUNTER, GAUGE, Point
 from mlwatcher.metrics.reference import ReferenceProfile
 from mlwatcher.metrics.stats import STATS, SortedSeries, column_stats, row_summaries
+from mlwatcher.point import COUNTER, GAUGE, Point
+from mlwatcher.validation import check_threshold
 
 
 class _Points:
@@ -272,17 +274,26 @@ def compute_metrics(
     Every row is both counted and used as the sample. ``counters`` is internal: the exact
     counters of a :class:`WindowState` whose reservoir these rows are.
     """
+    threshold = check_threshold(threshold)
     probs = as_probabilities(predict_proba)
     n_rows, n_classes = probs.shape
     label_vec = normalise_labels(labels, n_rows, n_classes)
     feats: np.ndarray | None = None
+    frame_categorical: list[int] = []
     if features is not None:
-        feats, frame_names = as_features(features, n_rows)
+        feats, frame_names, frame_categorical = as_features(features, n_rows)
         if feature_names is None:
             feature_names = frame_names
     n_features = 0 if feats is None else feats.shape[1]
     names = None if feature_names is None else list(feature_names)
-    categorical = categorical_indices(categorical_features, names, n_features)
+    categorical = tuple(
+        sorted(
+            set(categorical_indices(categorical_features, names, n_features))
+            | set(frame_categorical)
+        )
+    )
+    if feats is not None:
+        check_categorical(feats, categorical)
     if counters is None:
         counters = ExactCounters.from_batch(
             probs, predicted_classes(probs, threshold), label_vec, feats, n_features, categorical

@@ -24,16 +24,12 @@ realised accuracy around the estimate when the probabilities are calibrated.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlwatcher.metrics.points import GAUGE
-
-if TYPE_CHECKING:
-    from mlwatcher.metrics.calibration import CalibrationMap
-    from mlwatcher.metrics.compute import _Points
-    from mlwatcher.metrics.counters import ExactCounters
+from mlwatcher.metrics.calibration import CalibrationMap, PointAdder
+from mlwatcher.metrics.counters import ExactCounters
+from mlwatcher.point import GAUGE
 
 PREFIX = "estimated_"
 
@@ -84,7 +80,7 @@ def expected_confusion(
         confusion = counters.expected_confusion.copy()
         variance = float(np.trace(confusion) - counters.confidence_sq_sum)
         return confusion, max(variance, 0.0)
-    diagonal, variance = calibration.expected_correct(counters)
+    diagonal, variance = calibration.expected_correct(counters.confidence_rows)
     confusion = counters.expected_confusion.copy()
     np.fill_diagonal(confusion, 0.0)
     wrong = counters.pred_counts - diagonal  # expected wrong rows of each predicted class
@@ -105,7 +101,7 @@ def accuracy_stderr(accuracy: float, rows: int) -> float:
 
 
 def add_points(
-    out: _Points,
+    out: PointAdder,
     counters: ExactCounters,
     classes: list[str],
     calibration: CalibrationMap | None,

@@ -23,11 +23,12 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from mlwatcher.metrics.calibration import CalibrationMap
+from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.metrics.drift import NumericReference
 from mlwatcher.metrics.inputs import (
     MetricInputError,
@@ -37,10 +38,23 @@ from mlwatcher.metrics.inputs import (
     normalise_labels,
     predicted_classes,
 )
+from mlwatcher.metrics.reservoir import Sample
 from mlwatcher.metrics.stats import row_summaries
 
-if TYPE_CHECKING:
-    from mlwatcher.metrics.state import WindowState
+
+class ClosedWindow(Protocol):
+    """What :meth:`ReferenceProfile.from_window` reads of a WindowState (no import of it:
+    the state computes its metrics with this module's profiles)."""
+
+    n_classes: int
+    n_features: int
+    categorical_features: tuple[int, ...]
+    threshold: float
+    counters: ExactCounters
+
+    @property
+    def sample(self) -> Sample: ...
+
 
 FORMAT = "mlwatcher-reference"
 FORMAT_VERSION = 1
@@ -111,7 +125,7 @@ class ReferenceProfile:
                 profile.calibration = CalibrationMap.fit(probs, label_vec, threshold)
         if features is not None:
             n_rows = len(features)
-            feats, names = as_features(features, n_rows)
+            feats, names, frame_categorical = as_features(features, n_rows)
             names = list(feature_names) if feature_names is not None else names
             if names is not None and len(names) != feats.shape[1]:
                 raise MetricInputError(
@@ -119,7 +133,12 @@ class ReferenceProfile:
                 )
             profile.n_features = feats.shape[1]
             profile.feature_names = names
-            profile.categorical = categorical_indices(categorical_features, names, feats.shape[1])
+            profile.categorical = tuple(
+                sorted(
+                    set(categorical_indices(categorical_features, names, feats.shape[1]))
+                    | set(frame_categorical)
+                )
+            )
             sample = feats[_sample_indices(n_rows, max_sample, rng)]
             for j in range(feats.shape[1]):
                 column = feats[:, j]
@@ -135,10 +154,11 @@ class ReferenceProfile:
 
     @classmethod
     def from_window(
-        cls, state: WindowState, *, max_sample: int = DEFAULT_MAX_SAMPLE, seed: int = 0
+        cls, state: ClosedWindow, *, max_sample: int = DEFAULT_MAX_SAMPLE, seed: int = 0
     ) -> ReferenceProfile:
         """Profile a closed window: its reservoir for numeric series, exact counts otherwise."""
-        probs, _, feats_t = state._reservoir.view()
+        sample = state.sample
+        probs, feats_t = sample.probabilities, sample.features_t
         rng = np.random.default_rng(seed)
         idx = _sample_indices(probs.shape[0], max_sample, rng)
         profile = cls(

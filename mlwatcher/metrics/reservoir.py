@@ -8,7 +8,32 @@ overwrites an earlier one, exactly as the row-by-row algorithm would.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The sampled rows of a window, as read-only views (no copy; valid until the next update).
+
+    ``probabilities`` ``(n, C)``, ``labels`` ``(n,)`` (``-1``: row without label) and
+    ``features_t`` ``(F, n)``, column-major because every statistic is computed per feature.
+    """
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    features_t: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return int(self.labels.shape[0])
 
 
 def choose_slots(
@@ -77,6 +102,10 @@ class Reservoir:
         self.labels[slots] = -1 if labels is None else labels
         if self.n_features:
             self.features[:, slots] = np.nan if features is None else features.T
+
+    def sample(self) -> Sample:
+        probs, labels, features = self.view()
+        return Sample(_read_only(probs), _read_only(labels), _read_only(features))
 
     def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probs ``(n, C)``, labels ``(n,)``, features ``(F, n)``) of the filled slots."""

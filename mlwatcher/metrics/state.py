@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from mlwatcher.metrics import codec
+from mlwatcher.metrics.compute import compute_from_parts
 from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.metrics.inputs import (
     MetricInputError,
@@ -17,11 +18,9 @@ from mlwatcher.metrics.inputs import (
     normalise_labels,
     predicted_classes,
 )
-from mlwatcher.metrics.reservoir import Reservoir, choose_slots
-
-if TYPE_CHECKING:
-    from mlwatcher.metrics.points import Point
-    from mlwatcher.metrics.reference import ReferenceProfile
+from mlwatcher.metrics.reference import ReferenceProfile
+from mlwatcher.metrics.reservoir import Reservoir, Sample, choose_slots
+from mlwatcher.point import Point
 
 _STATE_MAGIC = b"MLWS"
 _DELTA_MAGIC = b"MLWD"
@@ -127,6 +126,11 @@ class WindowState:
     def rows_sampled(self) -> int:
         return self._reservoir.size
 
+    @property
+    def sample(self) -> Sample:
+        """The reservoir's rows as read-only views (no copy); see :meth:`reservoir` for copies."""
+        return self._reservoir.sample()
+
     def _same_shape(self) -> WindowState:
         return WindowState(
             self.n_classes,
@@ -145,7 +149,10 @@ class WindowState:
         *,
         rng: np.random.Generator | None = None,
     ) -> StateDelta:
-        """Apply one batch and return the delta that reproduces the change via :meth:`apply`."""
+        """Apply one batch and return the delta that reproduces the change via :meth:`apply`.
+
+        The batch is checked by the validation contract (:mod:`mlwatcher.validation`).
+        """
         probs = as_probabilities(predict_proba, self.n_classes)
         n_rows = probs.shape[0]
         label_vec = normalise_labels(labels, n_rows, self.n_classes)
@@ -153,7 +160,7 @@ class WindowState:
         if features is not None:
             if self.n_features == 0:
                 raise MetricInputError("features: this window state was created with n_features=0")
-            feats, _ = as_features(features, n_rows, self.n_features)
+            feats, _, _ = as_features(features, n_rows, self.n_features)
         predicted = predicted_classes(probs, self.threshold)
         counters = ExactCounters.from_batch(
             probs, predicted, label_vec, feats, self.n_features, self.categorical_features
@@ -237,14 +244,12 @@ class WindowState:
         feature_names: Sequence[str] | None = None,
         reference: ReferenceProfile | None = None,
     ) -> list[Point]:
-        from mlwatcher.metrics.compute import compute_from_parts
-
-        probs, labels, feats = self._reservoir.view()
+        sample = self.sample
         return compute_from_parts(
             counters=self.counters,
-            probs=probs,
-            labels=labels,
-            features_t=feats,
+            probs=sample.probabilities,
+            labels=sample.labels,
+            features_t=sample.features_t,
             threshold=self.threshold,
             categorical=self.categorical_features,
             class_names=class_names,

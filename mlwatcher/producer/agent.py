@@ -21,13 +21,16 @@ from typing import Any
 import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
-from mlwatcher.producer.validation import (
-    CheckedBatch,
+from mlwatcher.outage_log import OutageLog, client_logging
+from mlwatcher.schemas import PredictionBatch
+from mlwatcher.validation import (
+    DEFAULT_SUM_TOLERANCE,
+    Features,
     InvalidBatchError,
     check_batch,
     check_categorical_values,
+    check_threshold,
 )
-from mlwatcher.schemas import PredictionBatch
 
 DEFAULT_TOPIC = "mlwatcher.predictions"
 
@@ -42,6 +45,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "message.timeout.ms": 300_000,
     "queue.buffering.max.kbytes": 262_144,
 }
+
+#: collect_data's argument names, as the contract's messages name them
+_ARGUMENTS = ("predict_proba_matrix", "input_matrix", "label_matrix")
 
 _ENVELOPE_BYTES = 4096  # Avro header, names and strings around the matrices, generously
 
@@ -59,6 +65,8 @@ class MonitoringAgent:
         queue_full_policy: what ``collect_data`` does when the local queue is full (broker
             unreachable for long): ``"drop"`` (default) drops the batch and counts it, never
             blocking the model; ``"block"`` waits up to ``queue_full_timeout`` seconds first.
+        log_interval: while Kafka is unreachable, one WARNING line per this many seconds says
+            for how long (``stats()["kafka_errors"]`` counts every error).
     """
 
     def __init__(
@@ -76,10 +84,11 @@ class MonitoringAgent:
         feature_names: Sequence[str] | None = None,
         categorical_features: Sequence[int | str] = (),
         threshold: float = 0.5,
-        sum_tolerance: float = 1e-3,
+        sum_tolerance: float = DEFAULT_SUM_TOLERANCE,
         max_message_bytes: int = 900_000,
         queue_full_policy: str = "drop",
         queue_full_timeout: float = 1.0,
+        log_interval: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(n_classes, int | np.integer) or n_classes < 2:
@@ -96,7 +105,7 @@ class MonitoringAgent:
             )
         if queue_full_policy not in ("drop", "block"):
             raise ValueError(f"queue_full_policy: 'drop' or 'block', got {queue_full_policy!r}")
-        _check_threshold(threshold, "threshold")
+        check_threshold(threshold)
         self.agent_id = agent_id
         self.n_classes = int(n_classes)
         self.frequency = float(frequency)
@@ -129,15 +138,38 @@ class MonitoringAgent:
             ),
             0,
         )
-        # librdkafka's own log lines go to this agent's logger instead of raw stderr.
-        config = {**PRODUCER_DEFAULTS, "bootstrap.servers": bootstrap_servers, "logger": self._log}
+        # librdkafka's errors are summarised by the outage log (one line per interval instead
+        # of one per connection attempt); its other log lines go to Python logging.
+        self._outage = OutageLog(
+            f"agent {agent_id}: Kafka ({bootstrap_servers})", self._log, interval=log_interval
+        )
+        self._delivery_failures = OutageLog(
+            f"agent {agent_id}: delivery of batches to Kafka",
+            self._log,
+            interval=log_interval,
+            down="failing",
+        )
+        self._queue_full = OutageLog(
+            f"agent {agent_id}: local Kafka queue", self._log, interval=log_interval, down="full"
+        )
+        config = {
+            **PRODUCER_DEFAULTS,
+            "bootstrap.servers": bootstrap_servers,
+            "logger": client_logging(f"{self._log.name}.librdkafka"),
+            "error_cb": self._outage.error,
+        }
         config.update(kafka_config or {})
         config.setdefault("message.max.bytes", max(1_000_000, self.max_message_bytes + 100_000))
         self._producer = Producer(config)
         self._closed = threading.Event()
         self._poller = threading.Thread(
             target=_poll_forever,
-            args=(weakref.ref(self), self._producer, self._closed),
+            args=(
+                weakref.ref(self),
+                self._producer,
+                self._closed,
+                (self._outage, self._delivery_failures, self._queue_full),
+            ),
             name=f"mlwatcher-poll-{agent_id}",
             daemon=True,
         )
@@ -160,34 +192,39 @@ class MonitoringAgent:
         """
         event_time_ms = int(self._clock() * 1000)
         try:
-            batch_threshold = self.threshold if threshold is None else threshold
-            _check_threshold(batch_threshold, "threshold")
+            batch_threshold = check_threshold(self.threshold if threshold is None else threshold)
             checked = check_batch(
                 predict_proba_matrix,
                 input_matrix,
                 label_matrix,
                 n_classes=self.n_classes,
+                names=_ARGUMENTS,
                 sum_tolerance=self.sum_tolerance,
             )
-            feature_names, categorical = self._feature_layout(checked)
+            feature_names, categorical = self._feature_layout(checked.features)
         except InvalidBatchError:
             self._count("batches_rejected")
             raise
+        # The wire format: probabilities as float32 (7 digits are plenty, half the bytes),
+        # labels as int32, features in their own float dtype.
+        probabilities = np.ascontiguousarray(checked.probabilities, dtype=np.float32)
+        labels = None if checked.labels is None else checked.labels.astype(np.int32)
+        features = None if checked.features is None else checked.features.values
         self._count("batches_accepted")
-        self._count("rows_accepted", checked.probabilities.shape[0])
-        for start, stop in self._row_chunks(checked):
+        self._count("rows_accepted", probabilities.shape[0])
+        for start, stop in self._row_chunks(probabilities, features):
             batch = PredictionBatch(
                 agent_id=self.agent_id,
                 batch_id=uuid.uuid4().hex,
                 event_time_ms=event_time_ms,
                 window_ms=self.window_ms,
                 max_buffer_size=self.max_buffer_size,
-                probabilities=checked.probabilities[start:stop],
+                probabilities=probabilities[start:stop],
                 threshold=float(batch_threshold),
                 model_version=self.model_version,
                 class_names=self.class_names,
-                labels=None if checked.labels is None else checked.labels[start:stop],
-                features=None if checked.features is None else checked.features[start:stop],
+                labels=None if labels is None else labels[start:stop],
+                features=None if features is None else features[start:stop],
                 feature_names=feature_names,
                 categorical_features=categorical,
             )
@@ -202,6 +239,7 @@ class MonitoringAgent:
             - snapshot["messages_delivered"]
             - snapshot["delivery_failures"]
         )
+        snapshot["kafka_errors"] = self._outage.errors
         return snapshot
 
     def flush(self, timeout: float = 30.0) -> int:
@@ -225,13 +263,13 @@ class MonitoringAgent:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _feature_layout(self, checked: CheckedBatch) -> tuple[list[str], list[int]]:
+    def _feature_layout(self, checked: Features | None) -> tuple[list[str], list[int]]:
         """Feature names and categorical indices; a feature count may not change between batches."""
-        if checked.features is None:
+        if checked is None:
             return [], []
-        n_features = checked.features.shape[1]
+        n_features = checked.values.shape[1]
         if self._n_features is None:
-            names = checked.feature_names or self.feature_names
+            names = checked.names or self.feature_names
             if names is not None and len(names) != n_features:
                 raise InvalidBatchError(
                     "input_matrix", f"has {n_features} columns but {len(names)} feature names"
@@ -239,7 +277,7 @@ class MonitoringAgent:
             self._n_features = n_features
             self.feature_names = list(names) if names is not None else None
             self._categorical = sorted(
-                set(checked.categorical_columns) | set(self._resolve_categorical(n_features))
+                set(checked.categorical) | set(self._resolve_categorical(n_features))
             )
         elif n_features != self._n_features:
             raise InvalidBatchError(
@@ -247,7 +285,7 @@ class MonitoringAgent:
                 f"has {n_features} columns, earlier batches of agent {self.agent_id!r} had "
                 f"{self._n_features}",
             )
-        check_categorical_values(checked.features, self._categorical)
+        check_categorical_values(checked.values, self._categorical, argument="input_matrix")
         return list(self.feature_names or []), self._categorical
 
     def _resolve_categorical(self, n_features: int) -> list[int]:
@@ -268,12 +306,14 @@ class MonitoringAgent:
                 )
         return indices
 
-    def _row_chunks(self, checked: CheckedBatch) -> list[tuple[int, int]]:
+    def _row_chunks(
+        self, probabilities: np.ndarray, features: np.ndarray | None
+    ) -> list[tuple[int, int]]:
         """Split so each message stays under the broker's size limit."""
-        n_rows = checked.probabilities.shape[0]
-        row_bytes = checked.probabilities.shape[1] * 4 + 4
-        if checked.features is not None:
-            row_bytes += checked.features.shape[1] * checked.features.itemsize
+        n_rows = probabilities.shape[0]
+        row_bytes = probabilities.shape[1] * 4 + 4
+        if features is not None:
+            row_bytes += features.shape[1] * features.itemsize
         budget = self.max_message_bytes - _ENVELOPE_BYTES - 64 * len(self.feature_names or [])
         rows_per_message = max(1, budget // row_bytes)
         return [(s, min(s + rows_per_message, n_rows)) for s in range(0, n_rows, rows_per_message)]
@@ -296,10 +336,8 @@ class MonitoringAgent:
                     continue
                 self._count("dropped_queue_full")
                 self._count("rows_dropped", n_rows)
-                self._log.warning(
-                    "local Kafka queue full (%d messages): dropped a batch of %d rows",
-                    len(self._producer),
-                    n_rows,
+                self._queue_full.error(
+                    f"{len(self._producer)} messages queued: dropped a batch of {n_rows} rows"
                 )
                 return
 
@@ -308,24 +346,24 @@ class MonitoringAgent:
             self._count("messages_delivered")
             return
         self._count("delivery_failures")
-        self._log.error("batch for agent %s not delivered: %s", self.agent_id, error.str())
+        self._delivery_failures.error(error.str())
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self._stats[name] += amount
 
 
-def _check_threshold(threshold: Any, argument: str) -> None:
-    if not isinstance(threshold, int | float | np.floating) or not 0.0 <= float(threshold) <= 1.0:
-        raise InvalidBatchError(argument, f"must be a number in [0, 1], got {threshold!r}")
-
-
 def _poll_forever(
-    agent_ref: weakref.ref[MonitoringAgent], producer: Producer, closed: threading.Event
+    agent_ref: weakref.ref[MonitoringAgent],
+    producer: Producer,
+    closed: threading.Event,
+    outages: Sequence[OutageLog],
 ) -> None:
-    """Serve delivery callbacks; stops when the agent is closed or garbage-collected."""
+    """Serve delivery and error callbacks; stops when the agent is closed or garbage-collected."""
     while not closed.is_set() and agent_ref() is not None:
         producer.poll(0.2)
+        for outage in outages:
+            outage.tick()
 
 
 def _flush_at_exit(agent_ref: weakref.ref[MonitoringAgent]) -> None:

@@ -247,8 +247,6 @@ def reliability_diagram(
     frame: pd.DataFrame, agent: str, path: Path, reference: CalibrationMap | None = None
 ) -> Path:
     """Accuracy vs confidence per bin for the latest labelled window and the reference."""
-    from mlwatcher.metrics.calibration import N_BINS
-
     window, latest = data.reliability(frame)
     figure, (curve, counts) = plt.subplots(
         2,
@@ -260,7 +258,7 @@ def reliability_diagram(
     )
     figure.suptitle(f"reliability of {agent}", fontsize=13, fontweight="bold")
     curve.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="calibrated")
-    width = 1.0 / N_BINS
+    width = 1.0 / names.CONFIDENCE_BINS
     curves = []
     if reference is not None:
         rows, total, hits = reference.reliability()
@@ -299,7 +297,9 @@ def reliability_diagram(
     curve.grid(alpha=0.3)
     curve.legend(loc="lower right", fontsize=8)
     counts.set_ylabel("share of rows")
-    counts.set_xlabel(f"confidence (probability of the predicted class), {N_BINS} bins")
+    counts.set_xlabel(
+        f"confidence (probability of the predicted class), {names.CONFIDENCE_BINS} bins"
+    )
     figure.savefig(path, dpi=_DPI)
     plt.close(figure)
     return path

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from mlwatcher.report import names
+from mlwatcher.sinks import parquet_format
 
 REQUIRED_COLUMNS = ("agent_id", "window_start", "what", "value")
 _KEY = ("window_start", "what", "class_name", "feat_name", "stat", "extra")
@@ -40,7 +41,8 @@ def load_metrics(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise ReportDataError(f"metrics path {path} does not exist")
     try:
-        dataset = ds.dataset(path, format="parquet", partitioning=hive_partitioning())
+        partitioning = hive_partitioning() if path.is_dir() else None
+        dataset = ds.dataset(path, format="parquet", partitioning=partitioning)
         table = dataset.to_table()
     except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid, a ValueError
         raise ReportDataError(f"cannot read Parquet metrics under {path}: {error}") from error
@@ -55,9 +57,8 @@ def load_metrics(path: str | Path) -> pd.DataFrame:
 
 
 def hive_partitioning() -> ds.PartitioningFactory:
-    """``agent_id=.../date=...`` directories, read as dictionaries: the Parquet sink stores
-    ``agent_id`` dictionary-encoded inside its files too, and the two must merge."""
-    return ds.HivePartitioning.discover(infer_dictionary=True)
+    """``agent_id=.../date=...`` directories (see mlwatcher.sinks.parquet_format)."""
+    return parquet_format.hive_partitioning()
 
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:

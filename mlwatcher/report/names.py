@@ -37,4 +37,6 @@ BIN_ROWS = "calibration_bin_rows"
 BIN_CONFIDENCE = "calibration_bin_confidence"
 BIN_ACCURACY = "calibration_bin_accuracy"
 BIN_KEY = "bin"
+#: the engine's equal-width confidence bins: bin k is [k/15, (k+1)/15)
+CONFIDENCE_BINS = 15
 ECE = "expected_calibration_error"

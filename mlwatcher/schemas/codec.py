@@ -22,8 +22,21 @@ MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
 
 
+#: dead-letter reasons of a SchemaDecodeError (see mlwatcher.dead_letter)
+UNDECODABLE = "undecodable"
+UNKNOWN_SCHEMA = "unknown-schema"
+
+
 class SchemaDecodeError(ValueError):
-    """Raised for bytes that are not a message of a known MLWatcher schema."""
+    """Raised for bytes that are not a message of a known MLWatcher schema.
+
+    ``reason`` is ``"unknown-schema"`` for a well-framed message of another schema (or another
+    version of it), ``"undecodable"`` for anything else.
+    """
+
+    def __init__(self, message: str, reason: str = UNDECODABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,8 @@ def decode(schema: AvroSchema, message: bytes) -> dict[str, Any]:
     if fingerprint != schema.fingerprint:
         raise SchemaDecodeError(
             f"unknown schema fingerprint {fingerprint.hex()}: this reader expects "
-            f"{schema.name} with fingerprint {schema.fingerprint.hex()}"
+            f"{schema.name} with fingerprint {schema.fingerprint.hex()}",
+            UNKNOWN_SCHEMA,
         )
     try:
         return fastavro.schemaless_reader(

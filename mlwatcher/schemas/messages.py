@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwatcher.metrics.points import Point
+from mlwatcher.point import Point
 from mlwatcher.schemas.codec import SchemaDecodeError, decode, encode, load_schema
 from mlwatcher.schemas.point_columns import PointColumns
 

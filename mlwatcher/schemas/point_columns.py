@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwatcher.metrics.points import Point
+from mlwatcher.point import Point
 from mlwatcher.schemas.codec import SchemaDecodeError
 
 TARGET_TYPES = ("gauge", "counter")

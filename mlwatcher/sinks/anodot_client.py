@@ -22,6 +22,7 @@ import requests
 from mlwatcher.sinks.anodot_format import AnodotPoint
 from mlwatcher.sinks.rate_limit import RateLimitAborted, RateLimiter
 from mlwatcher.sinks.retry import BackoffPolicy, Outcome, Verdict, classify_response
+from mlwatcher.sinks.shutdown import Abandoned
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class AnodotUnavailableError(AnodotError):
     """Retryable failures went on for more than the allowed number of attempts."""
 
 
-class SendAborted(Exception):
+class SendAborted(Abandoned):
     """The caller's abort event was set while a request was waiting or being retried."""
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from mlwatcher.metrics import Point
+from mlwatcher.point import Point
 
 MAX_PROPERTIES = 20
 MAX_KEY_LENGTH = 50

@@ -12,45 +12,38 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Message
 
-from mlwatcher.metrics import Point
-from mlwatcher.schemas import MetricRecord, SchemaDecodeError
-from mlwatcher.sinks.anodot_client import AnodotClient, SendAborted
+from mlwatcher.dead_letter import SourceRef
+from mlwatcher.point import Point
+from mlwatcher.schemas import MetricRecord
+from mlwatcher.sinks.anodot_client import AnodotClient
 from mlwatcher.sinks.anodot_format import AnodotPoint, convert_points, series_id
+from mlwatcher.sinks.base import Sink, SinkConfig, SinkStats, TopicPartitionKey
 from mlwatcher.sinks.batching import OffsetTracker, RequestBatcher
-from mlwatcher.sinks.kafka_io import (
-    DeadLetterWriter,
-    SourceRef,
-    commit_offsets,
-    make_consumer,
-)
-from mlwatcher.sinks.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP_ID = "mlwatcher-sink-anodot"
 
+#: dead-letter reasons of single points
+REFUSED_POINT = "point-refused"  # not convertible to a valid Anodot point
+REJECTED_BY_ANODOT = "anodot-rejected"  # Anodot answered with a permanent error
+
 
 @dataclass
-class AnodotSinkConfig:
-    bootstrap_servers: str
-    metrics_topic: str
-    dead_letter_topic: str
-    group_id: str = DEFAULT_GROUP_ID
-    kafka_options: dict[str, str] = field(default_factory=dict)
+class AnodotSinkConfig(SinkConfig):
+    group_id: str = field(default=DEFAULT_GROUP_ID, kw_only=True)
     #: send a partial request once its oldest point waited this long
-    linger_seconds: float = 0.5
-    progress_interval: float = 10.0
+    linger_seconds: float = field(default=0.5, kw_only=True)
 
 
 @dataclass
-class AnodotSinkStats:
-    records: int = 0
-    records_dead_lettered: int = 0
+class AnodotSinkStats(SinkStats):
     points_accepted: int = 0
     points_dead_lettered: int = 0
     requests: int = 0
@@ -64,78 +57,35 @@ class _Outgoing:
     key: bytes | None
 
 
-class AnodotSink:
+class AnodotSink(Sink[MetricRecord]):
+    """Points are durable once Anodot accepted them (or they are dead-lettered).
+
+    ``run`` raises AnodotFatalError (bad token, wrong URL...) with nothing committed for the
+    points in flight; they are delivered after the restart.
+    """
+
+    name = "anodot"
+    commit_asynchronously = True
+
     def __init__(self, config: AnodotSinkConfig, client: AnodotClient) -> None:
-        self.config = config
+        super().__init__(config, AnodotSinkStats())
+        self.config: AnodotSinkConfig = config
+        self.stats: AnodotSinkStats = self.stats  # type: ignore[assignment]
         self.client = client
-        self.stats = AnodotSinkStats()
         self._batcher: RequestBatcher[_Outgoing] = RequestBatcher(client.max_points_per_request)
         self._tracker = OffsetTracker()
         self._batch_started: float | None = None
-        self._callback_error: BaseException | None = None
-        self._shutdown = Shutdown()
-        self._consumer = make_consumer(
-            config.bootstrap_servers, config.group_id, config.kafka_options
-        )
-        self._dead_letters = DeadLetterWriter(
-            config.bootstrap_servers, config.dead_letter_topic, "sink-anodot", config.kafka_options
-        )
 
-    def run(self, shutdown: Shutdown | None = None) -> AnodotSinkStats:
-        """Consume until ``shutdown.stopping`` is set; then drain, commit and return the stats.
-
-        Raises AnodotFatalError (bad token, wrong URL...) with nothing committed for the
-        points in flight; they are delivered after the restart.
-        """
-        self._shutdown = shutdown or Shutdown()
-        stopping = self._shutdown.stopping
-        self._consumer.subscribe([self.config.metrics_topic], on_revoke=self._on_revoke)
-        next_progress = time.monotonic() + self.config.progress_interval
-        try:
-            while not stopping.is_set():
-                messages = self._consumer.consume(num_messages=500, timeout=0.2)
-                self._raise_callback_error()
-                for message in messages:
-                    self._handle(message)
-                if self._batcher and (not messages or self._lingered()):
-                    self._send(self._batcher.take())
-                self._commit(asynchronous=True)
-                if time.monotonic() >= next_progress:
-                    self._log_progress()
-                    next_progress = time.monotonic() + self.config.progress_interval
-            self._drain()
-        except SendAborted:
-            log.warning("shutdown: abandoned %d unsent points (not committed)", len(self._batcher))
-        finally:
-            self._close()
-        self._log_progress()
-        return self.stats
-
-    def _lingered(self) -> bool:
-        started = self._batch_started
-        return started is not None and time.monotonic() - started >= self.config.linger_seconds
-
-    def _handle(self, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            if error.fatal():
-                raise RuntimeError(f"fatal Kafka consumer error: {error}")
-            log.warning("consumer error: %s", error)
-            return
+    def add(self, record: MetricRecord, message: Message) -> None:
         source = SourceRef.of(message)
-        value = message.value() or b""
-        self.stats.records += 1
-        try:
-            record = MetricRecord.decode(value)
-        except SchemaDecodeError as decode_error:
-            self._dead_letters.send(value, message.key(), str(decode_error), source)
-            self.stats.records_dead_lettered += 1
-            self._tracker.add_record(source.topic, source.partition, source.offset, 0)
-            return
         converted, rejected = convert_points(record.agent_id, record.window_start_ms, record.points)
         for refused in rejected:
             self._dead_letter_point(
-                _point_document(record, refused.point), message.key(), refused.reason, source
+                _point_document(record, refused.point),
+                message.key(),
+                REFUSED_POINT,
+                refused.reason,
+                source,
             )
         self._tracker.add_record(source.topic, source.partition, source.offset, len(converted))
         for body in converted:
@@ -145,69 +95,59 @@ class AnodotSink:
             if self._batcher and self._batch_started is None:
                 self._batch_started = time.monotonic()
 
+    def skip(self, message: Message) -> None:
+        self._tracker.add_record(message.topic(), message.partition(), message.offset(), 0)
+
+    def poll(self, idle: bool) -> None:
+        if self._batcher and (idle or self._lingered()):
+            self._send(self._batcher.take())
+
+    def committable(self) -> Mapping[TopicPartitionKey, int]:
+        return self._tracker.take_committable()
+
+    def drain(self, partitions: Collection[TopicPartitionKey] | None) -> None:
+        # One batcher holds every partition's points, in consumption order: send them all.
+        if self._batcher:
+            self._send(self._batcher.take())
+
+    def forget(self, partitions: Collection[TopicPartitionKey]) -> None:
+        self._batcher.take()
+        self._batch_started = None
+        self._tracker.forget()
+
+    def buffered(self) -> int:
+        return len(self._batcher)
+
+    def _lingered(self) -> bool:
+        started = self._batch_started
+        return started is not None and time.monotonic() - started >= self.config.linger_seconds
+
     def _send(self, batch: list[_Outgoing]) -> None:
         self._batch_started = None
         if not batch:
             return
-        report = self.client.send([item.body for item in batch], self._shutdown.abort)
+        report = self.client.send([item.body for item in batch], self.shutdown.abort)
         self.stats.requests += report.requests
         self.stats.retries += report.retries
         for index, reason in sorted(report.rejected.items()):
             item = batch[index]
-            self._dead_letter_point({"anodot_point": item.body}, item.key, reason, item.source)
+            self._dead_letter_point(
+                {"anodot_point": item.body}, item.key, REJECTED_BY_ANODOT, reason, item.source
+            )
         self.stats.points_accepted += len(batch) - len(report.rejected)
         self._tracker.resolve(len(batch))
-        # Commit after every request: a crash then re-sends at most the records in flight.
-        self._commit(asynchronous=True)
 
     def _dead_letter_point(
-        self, document: dict[str, Any], key: bytes | None, reason: str, source: SourceRef
+        self,
+        document: dict[str, Any],
+        key: bytes | None,
+        reason: str,
+        detail: str,
+        source: SourceRef,
     ) -> None:
         value = json.dumps(document, sort_keys=True).encode()
-        self._dead_letters.send(value, key, reason, source)
+        self.dead_letters.send(value, key, reason, detail, source)
         self.stats.points_dead_lettered += 1
-
-    def _commit(self, *, asynchronous: bool) -> None:
-        offsets = self._tracker.take_committable()
-        if offsets:
-            self._dead_letters.flush()
-            commit_offsets(self._consumer, offsets, asynchronous=asynchronous)
-
-    def _drain(self) -> None:
-        """Send what is buffered and commit it (clean shutdown)."""
-        if self._batcher:
-            self._send(self._batcher.take())
-        self._commit(asynchronous=False)
-
-    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        # Finish what was consumed from the partitions we lose, so the next owner starts
-        # exactly after it; what cannot be finished stays uncommitted and is redelivered.
-        try:
-            if not self._shutdown.abort.is_set():
-                self._drain()
-        except SendAborted:
-            pass
-        except BaseException as error:  # re-raised from the main loop
-            self._callback_error = error
-        finally:
-            self._batcher.take()
-            self._batch_started = None
-            self._tracker.forget()
-
-    def _raise_callback_error(self) -> None:
-        if self._callback_error is not None:
-            error, self._callback_error = self._callback_error, None
-            raise error
-
-    def _close(self) -> None:
-        try:
-            self._consumer.close()
-        finally:
-            self._dead_letters.flush()
-            self._shutdown.cancel_timer()
-
-    def _log_progress(self) -> None:
-        log.info("anodot sink: %s", ", ".join(f"{k}={v}" for k, v in asdict(self.stats).items()))
 
 
 def _point_document(record: MetricRecord, point: Point) -> dict[str, Any]:

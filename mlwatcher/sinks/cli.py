@@ -15,6 +15,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger(__name__)
 
+#: a sink reads the metrics topic and writes dead letters; the predictions topic is not its business
+SINK_TOPICS = ("metrics", "dead_letter")
+
 _TOKEN_HELP = "Anodot data-collection token [env MLWATCHER_ANODOT_TOKEN]; never logged."
 
 
@@ -99,7 +102,7 @@ def _client(
 
 @click.group()
 def sink() -> None:
-    """Forward metric records from the metrics topic to Anodot or Parquet files.
+    """Forward metric records from the metrics topic to Anodot, Parquet files or Prometheus.
 
     Each sink kind is its own consumer group; run more processes of one kind to share the
     metrics topic's partitions. SIGTERM / Ctrl-C: finish, commit and exit; twice: exit now
@@ -132,7 +135,7 @@ def _consumer_options(kind: str) -> Callable[[F], F]:
 
 
 @sink.command("anodot")
-@kafka_options
+@kafka_options(topics=SINK_TOPICS)
 @_anodot_options
 @_consumer_options("anodot")
 @click.option(
@@ -145,7 +148,6 @@ def _consumer_options(kind: str) -> Callable[[F], F]:
 def anodot(
     bootstrap_servers: str,
     kafka_option: tuple[str, ...],
-    predictions_topic: str,
     metrics_topic: str,
     dead_letter_topic: str,
     base_url: str,
@@ -196,7 +198,7 @@ def anodot(
 
 
 @sink.command("parquet")
-@kafka_options
+@kafka_options(topics=SINK_TOPICS)
 @click.option(
     "--output",
     "output_dir",
@@ -222,7 +224,6 @@ def anodot(
 def parquet(
     bootstrap_servers: str,
     kafka_option: tuple[str, ...],
-    predictions_topic: str,
     metrics_topic: str,
     dead_letter_topic: str,
     output_dir: Path,
@@ -255,6 +256,20 @@ def parquet(
     shutdown.install_signal_handlers()
     log.info("parquet sink: %s -> %s (group %s)", metrics_topic, output_dir, group_id)
     ParquetSink(config).run(shutdown)
+
+
+@sink.command("migrate-parquet")
+@click.argument("parquet_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def migrate_parquet(parquet_dir: Path) -> None:
+    """Rewrite a Parquet data set written before schema version 2 in place (stop its sink first).
+
+    Version 1 files kept agent_id inside (pyarrow's hive reader refuses them) or, from
+    `demo --offline`, extra as a map; current files are left alone.
+    """
+    from mlwatcher.sinks.parquet_files import migrate
+
+    rewritten = migrate(parquet_dir)
+    click.echo(f"migrated {len(rewritten)} files under {parquet_dir}")
 
 
 @sink.command("replay-anodot")
@@ -292,3 +307,113 @@ def replay_anodot(
     )
     if stats.rejected:
         raise SystemExit(2)
+
+
+def _globs(name: str, envvar: str, default: tuple[str, ...], help_text: str) -> Any:
+    return click.option(
+        name,
+        envvar=envvar,
+        multiple=True,
+        default=default,
+        show_default=True,
+        help=f"{help_text} Shell-style glob, repeatable [env {envvar}, space-separated].",
+    )
+
+
+@sink.command("prometheus")
+@kafka_options(topics=SINK_TOPICS)
+@_consumer_options("prometheus")
+@click.option(
+    "--web-host",
+    envvar="MLWATCHER_PROMETHEUS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the /metrics endpoint [env MLWATCHER_PROMETHEUS_HOST].",
+)
+@click.option(
+    "--web-port",
+    envvar="MLWATCHER_PROMETHEUS_PORT",
+    type=click.IntRange(0, 65535),
+    default=6070,
+    show_default=True,
+    help="Port of the /metrics endpoint; 0 = any free port [env MLWATCHER_PROMETHEUS_PORT].",
+)
+@_globs("--include-what", "MLWATCHER_PROMETHEUS_INCLUDE_WHAT", ("*",), "Export these whats.")
+@_globs("--exclude-what", "MLWATCHER_PROMETHEUS_EXCLUDE_WHAT", (), "... except these.")
+@_globs(
+    "--feature-what",
+    "MLWATCHER_PROMETHEUS_FEATURE_WHAT",
+    ("feature_drift",),
+    "Whats exported per feature (points with a feat_name); '*' adds the per-feature "
+    "statistics (8 series per feature and stat set).",
+)
+@_globs("--include-feature", "MLWATCHER_PROMETHEUS_INCLUDE_FEATURE", ("*",), "Features exported.")
+@_globs("--exclude-feature", "MLWATCHER_PROMETHEUS_EXCLUDE_FEATURE", (), "... except these.")
+@click.option(
+    "--expire-after-windows",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Drop an agent's series once its latest window ended this many of its windows ago.",
+)
+@click.option(
+    "--lookback-seconds",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="On start and rebalance, re-read this much of the metrics topic to rebuild every "
+    "agent's latest window (cover expire-after-windows x your longest window).",
+)
+def prometheus(
+    bootstrap_servers: str,
+    kafka_option: tuple[str, ...],
+    metrics_topic: str,
+    dead_letter_topic: str,
+    group_id: str,
+    progress_interval: float,
+    web_host: str,
+    web_port: int,
+    include_what: tuple[str, ...],
+    exclude_what: tuple[str, ...],
+    feature_what: tuple[str, ...],
+    include_feature: tuple[str, ...],
+    exclude_feature: tuple[str, ...],
+    expire_after_windows: float,
+    lookback_seconds: float,
+) -> None:
+    """Serve the latest closed window of every agent at /metrics, for Prometheus.
+
+    One gauge per what (mlwatcher_<what>), labels agent_id, class_name, feat_name, stat and
+    the extra properties, plus mlwatcher_window_end_timestamp_seconds per agent. By default
+    every model-level series and per-feature drift are exported, not per-feature statistics.
+    """
+    from mlwatcher.sinks.prometheus_format import SeriesFilter
+    from mlwatcher.sinks.prometheus_sink import PrometheusSink, PrometheusSinkConfig
+    from mlwatcher.sinks.shutdown import Shutdown
+
+    config = PrometheusSinkConfig(
+        bootstrap_servers=bootstrap_servers,
+        metrics_topic=metrics_topic,
+        dead_letter_topic=dead_letter_topic,
+        group_id=group_id,
+        kafka_options=parse_kafka_options(kafka_option),
+        progress_interval=progress_interval,
+        web_host=web_host,
+        web_port=web_port,
+        series_filter=SeriesFilter(
+            include_what=include_what,
+            exclude_what=exclude_what,
+            feature_what=feature_what,
+            include_feature=include_feature,
+            exclude_feature=exclude_feature,
+        ),
+        expire_after_windows=expire_after_windows,
+        lookback_seconds=lookback_seconds,
+    )
+    shutdown = Shutdown()
+    shutdown.install_signal_handlers()
+    log.info("prometheus sink: %s -> http://%s:%d/metrics", metrics_topic, web_host, web_port)
+    try:
+        PrometheusSink(config).run(shutdown)
+    except OSError as error:
+        raise click.ClickException(f"cannot serve on {web_host}:{web_port}: {error}") from None

@@ -14,12 +14,22 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mlwatcher.sinks.parquet_format import FileRange
+from mlwatcher.schemas import MetricRecord
+from mlwatcher.schemas.point_columns import extra_json
+from mlwatcher.sinks.parquet_format import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    ColumnBuffer,
+    FileRange,
+    partition_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +122,54 @@ def remove_uncommitted(root: Path, topic: str, partition: int, committed: int) -
 def _subdirs(directory: Path, prefix: str) -> list[Path]:
     with os.scandir(directory) as entries:
         return [Path(e.path) for e in entries if e.is_dir() and e.name.startswith(prefix)]
+
+
+def write_records(records: Iterable[MetricRecord], root: Path, file_name: str) -> list[Path]:
+    """Write MetricRecord objects as ``root/<agent_id=...>/<date=...>/<file_name>``, one file
+    per agent and UTC day, each atomically: the writer of data sets made without Kafka (the
+    offline demo). Same schema and encoding as the sink's files."""
+    buffers: dict[str, ColumnBuffer] = {}
+    for record in records:
+        directory = partition_dir(record.agent_id, record.window_start_ms)
+        buffers.setdefault(directory, ColumnBuffer(record.agent_id)).add_metric_record(record)
+    written = []
+    for directory, buffer in sorted(buffers.items()):
+        if len(buffer):
+            path = Path(root) / directory / file_name
+            write_atomically(buffer.to_table(), path)
+            written.append(path)
+    return written
+
+
+def migrate(root: Path) -> list[Path]:
+    """Rewrite the files of a data set written before schema version 2, in place (atomically).
+
+    Version 1 files of the sink held ``agent_id`` (dictionary) inside, which breaks
+    ``pyarrow.dataset(partitioning="hive")``; those of ``mlwatcher demo --offline`` held
+    ``extra`` as a map, ``rows_sampled`` as int32 and no ``model_version``. Files already at
+    version 2 are left alone; returns the rewritten paths.
+    """
+    rewritten: list[Path] = []
+    for path in sorted(Path(root).glob("agent_id=*/date=*/*.parquet")):
+        metadata = pq.read_schema(path).metadata or {}
+        if metadata.get(b"mlwatcher.schema_version") == SCHEMA_VERSION.encode():
+            continue
+        table = pq.read_table(path, partitioning=None)
+        table = table.drop_columns([c for c in ("agent_id", "date") if c in table.column_names])
+        if pa.types.is_map(table.schema.field("extra").type):
+            as_json = [extra_json(dict(cell or [])) for cell in table["extra"].to_pylist()]
+            table = table.set_column(
+                table.column_names.index("extra"), "extra", pa.array(as_json, pa.string())
+            )
+        else:
+            table = table.set_column(
+                table.column_names.index("extra"),
+                "extra",
+                pc.fill_null(table["extra"].cast(pa.string()), "{}"),
+            )
+        if "model_version" not in table.column_names:
+            table = table.append_column("model_version", pa.array([""] * len(table), pa.string()))
+        write_atomically(table.select(SCHEMA.names).cast(SCHEMA), path)
+        rewritten.append(path)
+        log.info("migrated %s to schema version %s", path, SCHEMA_VERSION)
+    return rewritten

@@ -1,9 +1,12 @@
 """The Parquet layout of metric points (pure: records in, Arrow tables and names out).
 
-Long format, one row per point. ``agent_id`` is dictionary-encoded in the files so that
-pyarrow and pandas can merge it with the ``agent_id=...`` hive directory without a type
-clash; ``extra`` is a JSON object string (``{}`` when empty), which pandas, pyarrow and
-DuckDB all read as a plain string (DuckDB: ``extra->>'value'``).
+The one schema of the metrics data set, whoever writes it (the Parquet sink, the offline demo,
+any future writer: they all fill a :class:`ColumnBuffer`). Long format, one row per point, in
+hive partitions ``agent_id=<percent-encoded>/date=YYYY-MM-DD``. ``agent_id`` and ``date`` live
+only in the directory names, so every hive reader (pandas, ``pyarrow.dataset(partitioning=
+"hive")``, DuckDB ``hive_partitioning=true``, polars ``hive_partitioning=True``) gets them as
+columns without a type clash; ``extra`` is a JSON object string (``{}`` when empty), which
+they all read as a plain string (DuckDB: ``extra->>'value'``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 
+from mlwatcher.schemas import MetricRecord
 from mlwatcher.schemas.point_columns import TARGET_TYPES, PointColumns, concat
+
+#: schema version, in the files' key-value metadata (version 1 stored agent_id in the files)
+SCHEMA_VERSION = "2"
 
 SCHEMA = pa.schema(
     [
-        pa.field("agent_id", pa.dictionary(pa.int32(), pa.string()), nullable=False),
         pa.field("window_start", pa.timestamp("ms", tz="UTC"), nullable=False),
         pa.field("window_end", pa.timestamp("ms", tz="UTC"), nullable=False),
         pa.field("what", pa.string(), nullable=False),
@@ -34,8 +41,24 @@ SCHEMA = pa.schema(
         pa.field("rows_seen", pa.int64(), nullable=False),
         pa.field("rows_sampled", pa.int64(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
-    ]
+    ],
+    metadata={"mlwatcher.schema_version": SCHEMA_VERSION},
 )
+
+#: the hive directory columns; tell a reader when agent ids look like numbers ("01" is no int)
+PARTITION_SCHEMA = pa.schema([("agent_id", pa.string()), ("date", pa.date32())])
+
+
+def hive_partitioning() -> ds.PartitioningFactory:
+    """How our readers (report, replay) open the data set: ``agent_id`` as a string
+    dictionary (never inferred as a number; also merges with the ``agent_id`` column that
+    version 1 files held), ``date`` as a string."""
+    return ds.HivePartitioning.discover(
+        schema=pa.schema(
+            [("agent_id", pa.dictionary(pa.int32(), pa.string())), ("date", pa.string())]
+        )
+    )
+
 
 _FILE_NAME = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 
@@ -105,12 +128,21 @@ class ColumnBuffer:
         self.model_version.append(header["model_version"])
         return n
 
+    def add_metric_record(self, record: MetricRecord) -> int:
+        """Append a MetricRecord object (writers that hold records, not their Avro bytes)."""
+        if record.agent_id != self.agent_id:
+            raise ValueError(f"record of agent {record.agent_id!r} in {self.agent_id!r}'s buffer")
+        header = {
+            "window_start_ms": record.window_start_ms,
+            "window_end_ms": record.window_end_ms,
+            "rows_seen": record.rows_seen,
+            "rows_sampled": record.rows_sampled,
+            "model_version": record.model_version,
+        }
+        return self.add_record(header, PointColumns.from_points(record.points))
+
     def to_table(self) -> pa.Table:
-        n = len(self)
         points = concat(self.parts)
-        agent = pa.DictionaryArray.from_arrays(
-            pa.array(np.zeros(n, np.int32)), pa.array([self.agent_id], pa.string())
-        )
         versions = sorted(set(self.model_version))
         version_index = np.repeat(
             [versions.index(v) for v in self.model_version], self.counts
@@ -125,7 +157,6 @@ class ColumnBuffer:
 
         extra = text(points.extra).fill_null("{}")
         columns = [
-            agent,
             pa.array(np.concatenate(self.window_start), SCHEMA.field("window_start").type),
             pa.array(np.concatenate(self.window_end), SCHEMA.field("window_end").type),
             text(points.what),

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 
-from mlwatcher.metrics import Point
+from mlwatcher.point import Point
 from mlwatcher.sinks.anodot_client import AnodotClient
 from mlwatcher.sinks.anodot_format import AnodotPoint, convert_points, series_id
 from mlwatcher.sinks.batching import RequestBatcher
+from mlwatcher.sinks.parquet_format import hive_partitioning
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def replay_parquet(
     """Send every row of the data set under ``directory``; returns what happened."""
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"PARQUET_DIR: {directory} is not a directory")
-    table = pq.read_table(directory)
+    table = ds.dataset(directory, format="parquet", partitioning=hive_partitioning()).to_table()
     if table.num_rows == 0:
         return ReplayStats()
     table = table.sort_by([("window_start", "ascending"), ("agent_id", "ascending")])

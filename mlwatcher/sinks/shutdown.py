@@ -12,6 +12,10 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 
+class Abandoned(Exception):
+    """Raised by a sink that gave up on unsent work because ``Shutdown.abort`` is set."""
+
+
 class Shutdown:
     """``stopping``: stop consuming, finish and commit what is buffered.
     ``abort``: give up on sending what is left (it stays uncommitted)."""

@@ -232,3 +232,18 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
         data.load_metrics(tmp_path / "x.parquet")
     result = CliRunner().invoke(main, ["report", str(tmp_path / "x.parquet")])
     assert result.exit_code != 0 and "long format" in result.output
+
+
+def test_offline_demo_honours_no_report_and_writes_the_sinks_schema(tmp_path: Path) -> None:
+    from mlwatcher.cli import main
+    from mlwatcher.sinks.parquet_format import SCHEMA
+
+    result = CliRunner().invoke(
+        main, ["demo", "--offline", "--no-report", "--short", "--output", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    files = list((tmp_path / "parquet").rglob("*.parquet"))
+    assert files, result.output
+    assert all(pq.read_schema(f).equals(SCHEMA, check_metadata=True) for f in files)
+    assert not (tmp_path / "report").exists()
+    assert "report:" not in result.output

@@ -7,7 +7,7 @@ import pytest
 from metrics_helpers import find, random_batch, value
 from sklearn import metrics as skm
 
-from mlwatcher.metrics import WindowState, compute_metrics
+from mlwatcher.metrics import MetricInputError, WindowState, compute_metrics
 
 
 def _check_against_sklearn(points, labels, predicted, probs, n_classes):
@@ -102,11 +102,12 @@ def test_label_formats_are_equivalent(labels: np.ndarray) -> None:
     assert value(points, "label_count", class_name="class_2") == 1
 
 
-def test_multi_hot_label_row_takes_the_first_maximum() -> None:
+def test_multi_hot_label_row_is_refused_as_by_the_producer() -> None:
+    # Issue 11: one validation contract. A multi-hot row used to be taken as its first maximum
+    # here while the producer refused it; both refuse it now (which class is meant is unknown).
     probs = np.array([[0.8, 0.1, 0.1]])
-    points = compute_metrics(probs, np.array([[0, 1, 1]]))
-    assert value(points, "label_count", class_name="class_1") == 1
-    assert value(points, "label_count", class_name="class_2") == 0
+    with pytest.raises(MetricInputError, match="labels: one-hot rows must contain exactly one 1"):
+        compute_metrics(probs, np.array([[0, 1, 1]]))
 
 
 def test_one_class_only_and_one_row_give_finite_values() -> None:

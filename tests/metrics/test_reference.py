@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from metrics_helpers import value
 
 from mlwatcher.metrics import ReferenceProfile, WindowState, compute_metrics
-from mlwatcher.metrics.cli import reference
+from mlwatcher.reference_cli import reference
 
 
 def _frame(rng: np.random.Generator, n: int = 600) -> pd.DataFrame:

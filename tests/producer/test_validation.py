@@ -47,7 +47,7 @@ def probabilities(n: int = 4, k: int = 3, seed: int = 0) -> np.ndarray:
         (probabilities(), np.array([["x"]] * 4), None, "input_matrix", "numeric"),
         (probabilities(), np.ones(4), None, "input_matrix", "2-D"),
         (probabilities(), None, np.array([0, 1, 3, 0]), "label_matrix", "[0, 2]"),
-        (probabilities(), None, np.array([0, 1, -1, 0]), "label_matrix", "[0, 2]"),
+        (probabilities(), None, np.array([0, 1, -2, 0]), "label_matrix", "[0, 2]"),
         (probabilities(), None, np.array([0, 1, 2]), "label_matrix", "3 rows"),
         (probabilities(), None, np.ones((4, 2)), "label_matrix", "one-hot"),
         (probabilities(), None, np.ones((4, 3)), "label_matrix", "exactly one 1"),
@@ -101,11 +101,12 @@ def test_accepted_forms(agent: MonitoringAgent) -> None:
     agent.collect_data(np.eye(3, dtype=int)[[0, 1, 2, 0]])  # integer 0/1 probabilities
     agent.collect_data(proba, label_matrix=np.array([[0], [1], [2], [0]]))  # (n, 1)
     agent.collect_data(proba, label_matrix=np.eye(3)[[2, 1, 0, 0]])  # one-hot
+    agent.collect_data(proba, label_matrix=[0, -1, 2, -1])  # -1: row without label
     frame = pd.DataFrame({"age": [1.0, 2, 3, 4], "colour": pd.Categorical(list("rgbr"))})
     agent.collect_data(proba, frame, [0, 1, 2, 2])
     assert agent.feature_names == ["age", "colour"]
     stats = agent.stats()
-    assert stats["batches_accepted"] == 5 and stats["batches_rejected"] == 0
+    assert stats["batches_accepted"] == 6 and stats["batches_rejected"] == 0
 
 
 def test_collect_data_returns_promptly_without_a_broker(agent: MonitoringAgent) -> None:

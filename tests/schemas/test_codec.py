@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mlwatcher.metrics.points import Point
+from mlwatcher.point import Point
 from mlwatcher.schemas import (
     MetricRecord,
     PointColumns,

@@ -1,4 +1,5 @@
-"""Reading a Parquet sink data set with pyarrow, pandas and DuckDB (no options) as row tuples."""
+"""Reading a Parquet sink data set as row tuples with pandas, pyarrow.dataset (hive), DuckDB
+(hive_partitioning=true) and polars (hive_partitioning=True), each with its hive defaults."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-import pyarrow.parquet as pq
+import polars as pl
+import pyarrow.dataset as ds
 
 from mlwatcher.schemas import MetricRecord
 
@@ -55,11 +57,16 @@ def expected_rows(records: Sequence[MetricRecord]) -> Counter[Row]:
 
 
 def _normalise(frame: pd.DataFrame) -> Counter[Row]:
-    frame = frame[list(COLUMNS)].copy()
+    # agent_id and date come from the directory names, as proper columns of every reader.
+    assert {"agent_id", "date"} <= set(frame.columns), list(frame.columns)
+    frame = frame[[*COLUMNS, "date"]].copy()
     for column in ("window_start", "window_end"):
         frame[column] = (
             pd.to_datetime(frame[column], utc=True).astype("datetime64[ms, UTC]").astype("int64")
         )
+    day = pd.to_datetime(frame["window_start"], unit="ms", utc=True).dt.strftime("%Y-%m-%d")
+    assert (pd.to_datetime(frame["date"]).dt.strftime("%Y-%m-%d") == day).all()
+    frame = frame.drop(columns="date")
     frame["agent_id"] = frame["agent_id"].astype(str)
     rows: Counter[Row] = Counter()
     for values in frame.itertuples(index=False, name=None):
@@ -68,7 +75,7 @@ def _normalise(frame: pd.DataFrame) -> Counter[Row]:
 
 
 def read_with_pyarrow(root: Path) -> Counter[Row]:
-    return _normalise(pq.read_table(root).to_pandas())
+    return _normalise(ds.dataset(root, partitioning="hive").to_table().to_pandas())
 
 
 def read_with_pandas(root: Path) -> Counter[Row]:
@@ -76,4 +83,10 @@ def read_with_pandas(root: Path) -> Counter[Row]:
 
 
 def read_with_duckdb(root: Path) -> Counter[Row]:
-    return _normalise(duckdb.sql(f"SELECT * FROM '{root}/**/*.parquet'").df())
+    query = f"SELECT * FROM read_parquet('{root}/**/*.parquet', hive_partitioning=true)"
+    return _normalise(duckdb.sql(query).df())
+
+
+def read_with_polars(root: Path) -> Counter[Row]:
+    frame = pl.read_parquet(f"{root}/**/*.parquet", hive_partitioning=True)
+    return _normalise(frame.to_pandas())

@@ -101,10 +101,22 @@ def mlwatcher_command(*args: str) -> list[str]:
     return [sys.executable, "-c", "from mlwatcher.cli import main; main()", *args]
 
 
-def start_sink(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def start_sink(  # type: ignore[no-untyped-def]
+    args: Sequence[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    *,
+    commit_delay: float = 0.0,
+):
+    """``mlwatcher ARGS`` in its own process; ``commit_delay`` widens the gap between files
+    durable and offsets committed (see slow_commit.py)."""
+    command = mlwatcher_command(*args)
+    if commit_delay:
+        slow = Path(__file__).with_name("slow_commit.py")
+        command = [sys.executable, str(slow), str(commit_delay), *args]
     handle = open(log_path, "ab")  # noqa: SIM115 - closed by the caller via the process
     return subprocess.Popen(
-        mlwatcher_command(*args),
+        command,
         stdout=handle,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},

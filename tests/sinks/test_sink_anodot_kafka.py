@@ -23,10 +23,10 @@ from sink_helpers import (
     start_sink,
 )
 
+from mlwatcher.dead_letter import HEADER_DETAIL, HEADER_REASON, HEADER_SOURCE_OFFSET
 from mlwatcher.metrics import Point
 from mlwatcher.sinks.anodot_client import AnodotClient
 from mlwatcher.sinks.anodot_sink import AnodotSink, AnodotSinkConfig
-from mlwatcher.sinks.kafka_io import HEADER_REASON, HEADER_SOURCE_OFFSET
 from mlwatcher.sinks.rate_limit import RateLimiter
 from mlwatcher.sinks.retry import BackoffPolicy
 from mlwatcher.sinks.shutdown import Shutdown
@@ -107,7 +107,9 @@ def test_every_point_once_or_dead_lettered_within_rate(
     assert all(r.n_points <= 500 for r in server.requests())
     _assert_series_in_time_order(server)
 
-    reasons = sorted(dict(m.headers())[HEADER_REASON].decode() for m in dead)
+    reasons = sorted(dict(m.headers())[HEADER_DETAIL].decode() for m in dead)
+    codes = sorted(dict(m.headers())[HEADER_REASON].decode() for m in dead)
+    assert codes == ["anodot-rejected", "point-refused", "undecodable"]
     assert len(reasons) == 3, reasons
     assert "2012" in reasons[0]
     assert any("not an Avro single-object message" in r for r in reasons)

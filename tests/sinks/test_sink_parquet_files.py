@@ -6,13 +6,27 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from parquet_helpers import expected_rows, read_with_duckdb, read_with_pandas, read_with_pyarrow
+import pytest
+from parquet_helpers import (
+    expected_rows,
+    read_with_duckdb,
+    read_with_pandas,
+    read_with_polars,
+    read_with_pyarrow,
+)
 from sink_helpers import make_record
 
 from mlwatcher.metrics import Point
 from mlwatcher.schemas import MetricRecord
-from mlwatcher.sinks.parquet_files import remove_uncommitted, write_atomically
+from mlwatcher.schemas.point_columns import extra_json
+from mlwatcher.sinks.parquet_files import (
+    migrate,
+    remove_uncommitted,
+    write_atomically,
+    write_records,
+)
 from mlwatcher.sinks.parquet_format import SCHEMA, ColumnBuffer, FileRange, partition_dir
 
 
@@ -41,6 +55,7 @@ def test_data_set_is_typed_and_readable_by_pyarrow_pandas_duckdb(tmp_path: Path)
     assert read_with_pyarrow(tmp_path) == expected
     assert read_with_pandas(tmp_path) == expected
     assert read_with_duckdb(tmp_path) == expected
+    assert read_with_polars(tmp_path) == expected
     single = next(tmp_path.rglob("*.parquet"))
     assert pq.read_schema(single).remove_metadata() == SCHEMA
     described = duckdb.sql(f"DESCRIBE SELECT * FROM '{tmp_path}/**/*.parquet'").fetchall()
@@ -77,3 +92,95 @@ def test_remove_uncommitted_keeps_committed_ranges_only(tmp_path: Path) -> None:
         FileRange(*args).file_name
         for args in [("m", 0, 0, 9), ("m", 0, 10, 19), ("m", 1, 20, 30), ("other", 0, 20, 30)]
     )
+
+
+def test_the_offline_writer_and_the_sink_write_identical_files(tmp_path: Path) -> None:
+    """One writer, one schema: records written from their Avro bytes (the sink) and from
+    MetricRecord objects (the offline demo) give the same schema and the same bytes."""
+    records = [make_record("agent one/α", w, 7) for w in range(3)] + [make_record("b", 1500, 4)]
+    records[1].points[0] = Point("accuracy", "gauge", 0.5, extra={"average": "macro"})
+    records[2].model_version = "v2"
+    _write_records(tmp_path / "sink", records, FileRange("m", 0, 0, 3))
+    written = write_records(records, tmp_path / "offline", FileRange("m", 0, 0, 3).file_name)
+    assert len(written) == 2
+    for offline_file in written:
+        sink_file = tmp_path / "sink" / offline_file.relative_to(tmp_path / "offline")
+        assert pq.read_schema(offline_file).equals(pq.read_schema(sink_file), check_metadata=True)
+        assert offline_file.read_bytes() == sink_file.read_bytes()
+    assert pq.read_schema(written[0]).metadata == {b"mlwatcher.schema_version": b"2"}
+    assert read_with_polars(tmp_path / "offline") == expected_rows(records)
+
+
+def _version_1_files(root: Path, records: list[MetricRecord]) -> None:
+    """What the sink (agent_id inside) and ``demo --offline`` (extra as a map, int32
+    rows_sampled, no model_version) wrote before schema version 2."""
+    for index, record in enumerate(records):
+        directory = root / partition_dir(record.agent_id, record.window_start_ms)
+        directory.mkdir(parents=True, exist_ok=True)
+        n = len(record.points)
+        columns = {
+            "window_start": pa.array([record.window_start_ms] * n, pa.timestamp("ms", tz="UTC")),
+            "window_end": pa.array([record.window_end_ms] * n, pa.timestamp("ms", tz="UTC")),
+            "what": [p.what for p in record.points],
+            "class_name": pa.array([p.class_name for p in record.points], pa.string()),
+            "feat_name": pa.array([p.feat_name for p in record.points], pa.string()),
+            "stat": pa.array([p.stat for p in record.points], pa.string()),
+            "target_type": [p.target_type for p in record.points],
+            "value": [p.value for p in record.points],
+        }
+        if index % 2 == 0:  # the sink's version 1
+            agent = pa.DictionaryArray.from_arrays(
+                pa.array([0] * n, pa.int32()), pa.array([record.agent_id])
+            )
+            table = pa.table(
+                {
+                    "agent_id": agent,
+                    **columns,
+                    "extra": [extra_json(p.extra) if p.extra else "{}" for p in record.points],
+                    "rows_seen": pa.array([record.rows_seen] * n, pa.int64()),
+                    "rows_sampled": pa.array([record.rows_sampled] * n, pa.int64()),
+                    "model_version": [record.model_version] * n,
+                }
+            )
+        else:  # the offline demo's version 1
+            table = pa.table(
+                {
+                    **columns,
+                    "extra": pa.array(
+                        [list(p.extra.items()) for p in record.points],
+                        pa.map_(pa.string(), pa.string()),
+                    ),
+                    "rows_seen": pa.array([record.rows_seen] * n, pa.int64()),
+                    "rows_sampled": pa.array([record.rows_sampled] * n, pa.int32()),
+                }
+            )
+        pq.write_table(table, directory / f"v1-{index}.parquet")
+
+
+def test_version_1_data_sets_are_migrated_in_place(tmp_path: Path) -> None:
+    records = [make_record(f"agent-{i % 2}", i, 5) for i in range(4)]
+    records[1].points[0] = Point("f1", "gauge", 0.25, extra={"average": "micro"})
+    _version_1_files(tmp_path, records)
+    with pytest.raises(pa.ArrowTypeError, match="agent_id"):  # the bug of issue 11
+        ds.dataset(tmp_path, partitioning="hive").to_table()
+    assert len(migrate(tmp_path)) == 4
+    expected = expected_rows(records)
+    assert read_with_pyarrow(tmp_path) == expected
+    assert read_with_pandas(tmp_path) == expected
+    assert read_with_duckdb(tmp_path) == expected
+    assert read_with_polars(tmp_path) == expected
+    assert migrate(tmp_path) == []  # already current
+    assert all(pq.read_schema(p).equals(SCHEMA) for p in tmp_path.rglob("*.parquet"))
+
+
+def test_migrate_parquet_command(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlwatcher.cli import main
+
+    records = [make_record("a", 0, 3), make_record("b", 1, 3)]
+    _version_1_files(tmp_path, records)
+    result = CliRunner().invoke(main, ["sink", "migrate-parquet", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "migrated 2 files" in result.output
+    assert read_with_pyarrow(tmp_path) == expected_rows(records)

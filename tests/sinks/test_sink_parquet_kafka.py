@@ -7,7 +7,13 @@ import threading
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
-from parquet_helpers import expected_rows, read_with_duckdb, read_with_pandas, read_with_pyarrow
+from parquet_helpers import (
+    expected_rows,
+    read_with_duckdb,
+    read_with_pandas,
+    read_with_polars,
+    read_with_pyarrow,
+)
 from sink_helpers import (
     FAST_GROUP,
     committed_offsets,
@@ -17,7 +23,7 @@ from sink_helpers import (
     start_sink,
 )
 
-from mlwatcher.sinks.kafka_io import HEADER_REASON
+from mlwatcher.dead_letter import HEADER_DETAIL, HEADER_REASON
 from mlwatcher.sinks.parquet_sink import ParquetSink, ParquetSinkConfig
 from mlwatcher.sinks.shutdown import Shutdown
 from tests.helpers import wait_until
@@ -70,9 +76,11 @@ def test_parquet_sink_writes_every_point_once(
     assert read_with_pyarrow(output) == expected
     assert read_with_pandas(output) == expected
     assert read_with_duckdb(output) == expected
+    assert read_with_polars(output) == expected
     dead = read_dead_letters(kafka_bootstrap, topics["dlq"], expected=1)
     assert len(dead) == 1
-    assert "unknown schema fingerprint" in dict(dead[0].headers())[HEADER_REASON].decode()
+    assert "unknown schema fingerprint" in dict(dead[0].headers())[HEADER_DETAIL].decode()
+    assert dict(dead[0].headers())[HEADER_REASON] == b"unknown-schema"
     assert sink.stats.records_dead_lettered == 1
     assert not list(output.rglob(".*tmp-*"))
 
@@ -105,7 +113,7 @@ def test_parquet_sink_kill_9_and_restart_gives_exactly_the_produced_points(
     ]
     log_path = tmp_path / "sink.log"
     # Files durable, commit not yet sent, for 0.3 s of every flush: the kill lands there.
-    first = start_sink(args, log_path, {"MLWATCHER_PARQUET_TEST_COMMIT_DELAY": "0.3"})
+    first = start_sink(args, log_path, commit_delay=0.3)
     second = None
     try:
         wait_until(lambda: len(list(output.rglob("*.parquet"))) >= 5, 60, "first files")

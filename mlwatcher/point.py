@@ -1,4 +1,8 @@
-"""The unit of output of the metric engine: one named, typed value with its properties."""
+"""The unit of output of the metric engine: one named, typed value with its properties.
+
+A leaf module (standard library only): the schemas, the sinks and the engine share it, and
+importing it loads no part of the engine.
+"""
 
 from __future__ import annotations
 
