@@ -157,7 +157,7 @@ class WorkerRuntime:
         options = dict(settings.kafka_options)
         # While Kafka is down: one line per interval instead of a flood, errors counted.
         self.outage = OutageLog(f"worker: Kafka ({settings.bootstrap_servers})", log)
-        logging.getLogger("aiokafka").addFilter(SummarisingFilter(self.outage))
+        _summarise_client_logs(self.outage)
         quiet = quiet_client_config(self.outage)
         self.outputs = KafkaOutputs(
             settings.bootstrap_servers,
@@ -213,6 +213,17 @@ class WorkerRuntime:
     @property
     def open_windows(self) -> int:
         return self.processor.progress.open_windows
+
+
+def _summarise_client_logs(outage: OutageLog) -> None:
+    """aiokafka logs every failed fetch, heartbeat and commit while the broker is down, each
+    from its own module's logger (a filter on the parent would not see them)."""
+    import aiokafka  # noqa: F401 - loads the submodules whose loggers are filtered
+
+    summarising = SummarisingFilter(outage)
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "aiokafka"]
+    for name in ["aiokafka", *names]:
+        logging.getLogger(name).addFilter(summarising)
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
