@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwatcher.metrics import drift
+from mlwatcher.metrics import columns, drift
 from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.metrics.inputs import (
     MetricInputError,
@@ -159,7 +159,7 @@ def compute_from_parts(
             _stat_points(out, what, pred_stats, row)
 
     numeric = [j for j in range(n_features) if j not in categorical]
-    sorted_features: SortedSeries | None = None
+    numeric_drift: dict[str, np.ndarray] | None = None
     if n_features:
         out.add("rows_without_features", COUNTER, counters.rows_without_features)
         for j, name in enumerate(features):
@@ -167,11 +167,12 @@ def compute_from_parts(
             out.add("infinite_value_count", COUNTER, counters.inf_counts[j], feat_name=name)
         if n_sample and numeric:
             numeric_matrix = features_t if len(numeric) == n_features else features_t[numeric]
-            sorted_features = SortedSeries.of(numeric_matrix)
-            feat_stats = column_stats(numeric_matrix, sorted_features)
+            refs = None if reference is None else [reference.numeric.get(j) for j in numeric]
+            summary = columns.summarise(numeric_matrix, refs)
+            numeric_drift = summary.drift
             numeric_names = [features[j] for j in numeric]
             for stat in STATS:
-                out.add_per_feature("feature_value", feat_stats[stat], numeric_names, stat)
+                out.add_per_feature("feature_value", summary.stats[stat], numeric_names, stat)
         for j in categorical:
             values, counts = counters.category_counts(j)
             total = counts.sum()
@@ -192,7 +193,7 @@ def compute_from_parts(
 
     if reference is not None and rows:
         _reference_drift(
-            out, reference, counters, summaries, sorted_features, numeric, categorical, features
+            out, reference, counters, summaries, numeric_drift, numeric, categorical, features
         )
     return out.items
 
@@ -202,7 +203,7 @@ def _reference_drift(
     reference: ReferenceProfile,
     counters: ExactCounters,
     summaries: dict[str, np.ndarray],
-    sorted_features: SortedSeries | None,
+    numeric_drift: dict[str, np.ndarray] | None,
     numeric: list[int],
     categorical: tuple[int, ...],
     features: list[str],
@@ -229,15 +230,13 @@ def _reference_drift(
         _drift_points(out, "predicted_class_drift", values)
 
     flags: list[float] = []
-    if sorted_features is not None:
+    if numeric_drift is not None:
         rows = [r for r, j in enumerate(numeric) if j in reference.numeric]
-        current = sorted_features.rows_float64(rows)
-        refs = [reference.numeric[numeric[r]] for r in rows]
-        values = drift.numeric_drift(current, refs)
         names = [features[numeric[r]] for r in rows]
-        for stat, per_feature in values.items():
-            out.add_per_feature("feature_drift", per_feature, names, stat)
-        flags.extend(values["drifted"][np.isfinite(values["drifted"])].tolist())
+        for stat, per_feature in numeric_drift.items():
+            out.add_per_feature("feature_drift", per_feature[rows], names, stat)
+        drifted = numeric_drift["drifted"][rows]
+        flags.extend(drifted[np.isfinite(drifted)].tolist())
     for j in categorical:
         if j not in reference.categories:
             continue
