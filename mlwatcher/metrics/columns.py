@@ -33,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 
 from mlwatcher.metrics import drift
-from mlwatcher.metrics.drift import NumericReference
+from mlwatcher.metrics.drift import NUMERIC_STATS, NumericReference
 from mlwatcher.metrics.stats import STATS, SortedSeries, column_stats
 
 # KS and Wasserstein run on at most this many values of each feature (see the module doc).
@@ -76,16 +76,19 @@ def summarise(
     """Stats (and drift against ``references[j]`` for row ``j``, if given) of each row."""
     n_rows, n = matrix.shape
     stats = {name: np.full(n_rows, np.nan) for name in STATS}
-    samples: list[np.ndarray | None] = [None] * n_rows
+    names = (*NUMERIC_STATS, "n", "m")
+    scores = None if references is None else {k: np.full(n_rows, np.nan) for k in names}
     block = max(1, _BLOCK_VALUES // max(n, 1))
     starts = range(0, n_rows, block)
 
     def run(start: int) -> None:
         rows = slice(start, min(start + block, n_rows))
-        block_stats, block_samples = _block(matrix[rows], with_sample=references is not None)
+        block_stats, samples = _block(matrix[rows], with_sample=scores is not None)
         for name, column in block_stats.items():
             stats[name][rows] = column
-        samples[rows] = block_samples
+        if scores is not None and references is not None:
+            for name, column in drift.sample_scores(samples, references[rows]).items():
+                scores[name][rows] = column
 
     threads = DEFAULT_THREADS if threads is None else threads
     if threads > 1 and len(starts) > 1:
@@ -94,9 +97,7 @@ def summarise(
     else:
         for start in starts:
             run(start)
-    if references is None:
-        return ColumnSummary(stats, None)
-    return ColumnSummary(stats, drift.numeric_drift(samples, references))
+    return ColumnSummary(stats, None if scores is None else drift.finish_scores(scores))
 
 
 def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray], list]:
