@@ -34,8 +34,7 @@ class _Points:
     def add(self, what: str, target_type: str, value: float, **props: Any) -> None:
         value = float(value)
         if math.isfinite(value):
-            extra = props.pop("extra", None) or {}
-            self.items.append(Point(what, target_type, value, extra=extra, **props))
+            self.items.append(Point(what, target_type, value, **props))
 
     def add_per_feature(
         self, what: str, values: np.ndarray, names: list[str], stat: str | None = None
@@ -43,9 +42,7 @@ class _Points:
         """One gauge per feature (``values[k]`` for ``names[k]``), non-finite values skipped."""
         keep = np.flatnonzero(np.isfinite(values)).tolist()
         as_list = values.tolist()
-        self.items.extend(
-            Point(what, GAUGE, as_list[k], feat_name=names[k], stat=stat) for k in keep
-        )
+        self.items.extend([Point(what, GAUGE, as_list[k], None, names[k], stat) for k in keep])
 
 
 def _names(given: Sequence[str] | None, count: int, prefix: str, field: str) -> list[str]:
@@ -89,14 +86,13 @@ def _label_points(out: _Points, counters: ExactCounters, classes: list[str]) -> 
         out.add("label_freq", GAUGE, support[i] / total, class_name=name)
         for what, values in per_class.items():
             out.add(what, GAUGE, values[i], class_name=name)
-        for j, pred_name in enumerate(classes):
-            out.add(
-                "confusion_count",
-                COUNTER,
-                confusion[i, j],
-                class_name=name,
-                extra={"pred_class": pred_name},
-            )
+        row = confusion[i].tolist()  # counts: always finite
+        out.items.extend(
+            [
+                Point("confusion_count", COUNTER, row[j], name, extra={"pred_class": pred_name})
+                for j, pred_name in enumerate(classes)
+            ]
+        )
     out.add("overall_accuracy", GAUGE, tp.sum() / total)
     micro_p = tp.sum() / (tp.sum() + fp.sum()) if (tp.sum() + fp.sum()) else 0.0
     micro_r = tp.sum() / (tp.sum() + fn.sum()) if (tp.sum() + fn.sum()) else 0.0
