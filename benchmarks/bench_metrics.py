@@ -181,7 +181,7 @@ def main() -> None:
             for f in (20, 100, 784)
         ]
         print(f"{rows:>8} " + " ".join(f"{c:>16}" for c in cells))
-    print(f"(close threads: {columns.DEFAULT_THREADS}; MLWATCHER_CLOSE_THREADS overrides)")
+    print(f"(close threads: {columns.DEFAULT_THREADS})")
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ DRIFT_SAMPLE_SIZE = 1000
 _SELECT_MIN_ROWS = 64
 # Values per block: a block (plus the partition copies) stays within the L2/L3 caches.
 _BLOCK_VALUES = 1 << 18
-# Threads over column blocks; MLWATCHER_CLOSE_THREADS overrides (1 = no threads).
-DEFAULT_THREADS = int(os.environ.get("MLWATCHER_CLOSE_THREADS", 0)) or min(2, os.cpu_count() or 1)
+# Threads over column blocks (1 = none); ``summarise(..., threads=)`` overrides it per call.
+DEFAULT_THREADS = min(2, os.cpu_count() or 1)
 
 
 @dataclass(slots=True)
@@ -111,13 +111,21 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
         picked = values[:, positions] if with_sample else values[:0]
         samples = [np.sort(row[np.isfinite(row)]) for row in picked]
         return column_stats(values, series), samples
-    with np.errstate(over="ignore"):
-        narrow = values.astype(np.float32)
-    work = narrow if bool((narrow == values).all()) else values
+    work = _float32_if_exact(values)
     samples = []
     if with_sample:
         samples = list(np.sort(work[:, positions], axis=1).astype(np.float64, copy=False))
     return _selected_stats(values, work, sums), samples
+
+
+def _float32_if_exact(values: np.ndarray) -> np.ndarray:
+    """``values`` as float32 when that changes no value (checked on a few columns first)."""
+    head = values[:, :16]
+    with np.errstate(over="ignore"):
+        if not bool((head.astype(np.float32) == head).all()):
+            return values
+        narrow = values.astype(np.float32)
+    return narrow if bool((narrow == values).all()) else values
 
 
 def _selected_stats(

@@ -11,7 +11,9 @@ from scipy.spatial.distance import jensenshannon
 from mlwatcher.metrics import ReferenceProfile, WindowState, compute_metrics, drift
 
 
-@pytest.mark.parametrize(("n", "m", "shift"), [(50, 80, 0.0), (500, 300, 0.3), (13, 7, 1.0)])
+@pytest.mark.parametrize(
+    ("n", "m", "shift"), [(50, 80, 0.0), (500, 300, 0.3), (13, 7, 1.0), (40, 120, 0.5)]
+)
 def test_ks_and_wasserstein_match_scipy(n: int, m: int, shift: float) -> None:
     rng = np.random.default_rng(n)
     cur = np.sort(rng.normal(shift, 1, n))
@@ -26,6 +28,9 @@ def test_ks_and_wasserstein_match_scipy(n: int, m: int, shift: float) -> None:
     assert drift.wasserstein(cur, ref) == pytest.approx(sps.wasserstein_distance(cur, ref))
     rows = drift.numeric_drift([cur], [drift.NumericReference.from_values(ref, ref)])
     assert rows["ks_stat"][0] == pytest.approx(expected.statistic, abs=1e-12)
+    assert rows["wasserstein_norm"][0] * np.std(ref) == pytest.approx(
+        sps.wasserstein_distance(cur, ref)
+    )
 
 
 def test_kstwo_sf_is_scipys_kstwo() -> None:
