@@ -259,8 +259,8 @@ def _ks_rows(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
     k, n = current.shape
     m = reference.shape[1]
     at = np.empty(current.shape, dtype=np.int64)
-    for j in range(k):
-        at[j] = np.searchsorted(reference[j], current[j], side="right")
+    for j in range(k):  # the method, not np.searchsorted: its wrapper costs ~20 % here
+        at[j] = reference[j].searchsorted(current[j], side="right")
     below = at.copy()
     previous = np.take_along_axis(reference, np.maximum(at - 1, 0), axis=1)
     tied = (at > 0) & (previous == current)
@@ -324,7 +324,7 @@ def sample_scores(
             continue
         bins = ref.proportions.size
         # Cumulative counts now, bin counts below for all series at once.
-        cur_shares[j, : bins - 1] = np.searchsorted(cur, ref.edges, side="right")
+        cur_shares[j, : bins - 1] = cur.searchsorted(ref.edges, side="right")
         cur_shares[j, bins - 1 :] = cur.size
         ref_shares[j, :bins] = ref.proportions
         out["n"][j], out["m"][j] = cur.size, ref.sample.size
