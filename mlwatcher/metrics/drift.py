@@ -15,7 +15,7 @@ samples from flagging noise, the second keeps large samples from flagging neglig
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -39,14 +39,6 @@ class NumericReference:
     std: float  # population std of all finite reference values
     edges: np.ndarray  # interior bin edges (unique reference deciles)
     proportions: np.ndarray  # share of all finite reference values per bin (len(edges) + 1)
-    # The reference CDF at its own points (at and just below each), reused by every KS test.
-    cdf_at: np.ndarray = field(init=False, repr=False, compare=False)
-    cdf_below: np.ndarray = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        m = max(self.sample.size, 1)
-        self.cdf_at = np.searchsorted(self.sample, self.sample, side="right") / m
-        self.cdf_below = np.searchsorted(self.sample, self.sample, side="left") / m
 
     @classmethod
     def from_values(cls, values: np.ndarray, sample: np.ndarray) -> NumericReference | None:
