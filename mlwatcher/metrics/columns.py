@@ -9,13 +9,13 @@ single most expensive thing the close could do. Instead, for each block of a few
   half for q25 and q75 (2n element moves, against n log n for a sort); min and max come from
   the outer quarters, the value after each quartile from the minimum of its upper part;
 * mean and std are numpy's two-pass formulas on the block;
-* PSI/JS bin shares count **every** sampled value against the reference deciles;
-* KS and Wasserstein compare a **bounded sub-sample** of ``DRIFT_SAMPLE_SIZE`` values (the
-  same random positions for every feature; all values when the window has fewer) with the
-  reference sample. That is the only estimator that differs from the full window, on purpose:
-  the KS test and the Wasserstein distance cost O(m log n) per feature whatever is done, and
-  the drift flag's binding condition at these sizes is the PSI floor (measured power cost in
-  docs/metrics.md, ``benchmarks/bench_drift_power.py``).
+* with references, PSI, JS, KS and Wasserstein compare a **bounded drift sample** of
+  ``DRIFT_SAMPLE_SIZE`` values (the same seeded random positions for every feature; all
+  values when the window has fewer) with the reference sample. That is the one estimator
+  that differs from the full reservoir, on purpose: sorting and searching every value is
+  what made the close slow, and the drift flag's binding condition at these sizes is the
+  PSI floor, so the smallest flagged shift does not move (measured in docs/metrics.md,
+  ``benchmarks/bench_drift_power.py``). Their p-values and flags come once for all blocks.
 
 Float32-exact blocks (features usually arrive as float32) are selected and sorted in float32,
 about twice as fast, with bit-identical values. Blocks run on ``threads`` threads: NumPy
@@ -36,7 +36,7 @@ from mlwatcher.metrics import drift
 from mlwatcher.metrics.drift import NUMERIC_STATS, NumericReference
 from mlwatcher.metrics.stats import STATS, SortedSeries, column_stats
 
-# KS and Wasserstein run on at most this many values of each feature (see the module doc).
+# Numeric drift runs on at most this many values of each feature (see the module doc).
 DRIFT_SAMPLE_SIZE = 1000
 # Rows below this are sorted: selection only pays off on long rows.
 _SELECT_MIN_ROWS = 64
