@@ -27,6 +27,7 @@ BENCHMARKS = (
     "bench_producer",
     "bench_metrics",
     "bench_baseline",
+    "bench_drift_power",
     "bench_stream_app",
     "bench_sinks",
     "bench_prometheus",
