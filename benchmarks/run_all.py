@@ -1,6 +1,7 @@
 """Run every benchmark in one go, print one table and write the figures as JSON.
 
     python -m benchmarks.run_all [--output bench-results/results.json] [--only NAME ...]
+    python -m benchmarks.run_all --only bench_takeover     # the long kill -9 rounds (opt-in)
 
 Each ``benchmarks/bench_*.py`` exposes ``run() -> dict``; the figures of one run are measured
 on the same machine in the same session, so they can be compared with each other (and the JSON
@@ -26,11 +27,14 @@ BENCHMARKS = (
     "bench_producer",
     "bench_metrics",
     "bench_baseline",
+    "bench_drift_power",
     "bench_stream_app",
     "bench_sinks",
     "bench_prometheus",
     "bench_memory",
 )
+#: long runs, only with --only (bench_takeover: 50 kill -9 rounds, about 35 minutes)
+OPT_IN = ("bench_takeover",)
 
 
 def _format(value: object) -> str:
@@ -46,7 +50,7 @@ def main() -> None:
     parser.add_argument("--output", default="bench-results/results.json")
     parser.add_argument("--only", nargs="*", help="benchmark module names to run")
     args = parser.parse_args()
-    selected = [name for name in BENCHMARKS if not args.only or name in args.only]
+    selected = [name for name in (*BENCHMARKS, *OPT_IN) if name in (args.only or BENCHMARKS)]
     results: dict[str, dict] = {}
     failures: dict[str, str] = {}
     for name in selected:

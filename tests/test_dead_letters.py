@@ -65,11 +65,6 @@ def test_sink_dead_letter_reads_back(kafka_bootstrap: str, unique_topics, tmp_pa
     assert (letter.key, letter.value) == (b"sink-key", b"\x00not a record")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker writes its own headers until issue 10 switches it to "
-    "mlwatcher.dead_letter.envelope_headers (then this XPASSes: remove the mark)",
-)
 def test_worker_and_sink_dead_letters_read_back_alike(
     kafka_bootstrap: str, unique_topics, tmp_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwatcher.metrics import calibration, drift, estimated
+from mlwatcher.metrics import calibration, columns, drift, estimated
 from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.metrics.inputs import (
     MetricInputError,
@@ -34,8 +34,7 @@ class _Points:
     def add(self, what: str, target_type: str, value: float, **props: Any) -> None:
         value = float(value)
         if math.isfinite(value):
-            extra = props.pop("extra", None) or {}
-            self.items.append(Point(what, target_type, value, extra=extra, **props))
+            self.items.append(Point(what, target_type, value, **props))
 
     def add_per_feature(
         self, what: str, values: np.ndarray, names: list[str], stat: str | None = None
@@ -43,9 +42,7 @@ class _Points:
         """One gauge per feature (``values[k]`` for ``names[k]``), non-finite values skipped."""
         keep = np.flatnonzero(np.isfinite(values)).tolist()
         as_list = values.tolist()
-        self.items.extend(
-            Point(what, GAUGE, as_list[k], feat_name=names[k], stat=stat) for k in keep
-        )
+        self.items.extend([Point(what, GAUGE, as_list[k], None, names[k], stat) for k in keep])
 
 
 def _names(given: Sequence[str] | None, count: int, prefix: str, field: str) -> list[str]:
@@ -89,14 +86,13 @@ def _label_points(out: _Points, counters: ExactCounters, classes: list[str]) -> 
         out.add("label_freq", GAUGE, support[i] / total, class_name=name)
         for what, values in per_class.items():
             out.add(what, GAUGE, values[i], class_name=name)
-        for j, pred_name in enumerate(classes):
-            out.add(
-                "confusion_count",
-                COUNTER,
-                confusion[i, j],
-                class_name=name,
-                extra={"pred_class": pred_name},
-            )
+        row = confusion[i].tolist()  # counts: always finite
+        out.items.extend(
+            [
+                Point("confusion_count", COUNTER, row[j], name, extra={"pred_class": pred_name})
+                for j, pred_name in enumerate(classes)
+            ]
+        )
     out.add("overall_accuracy", GAUGE, tp.sum() / total)
     micro_p = tp.sum() / (tp.sum() + fp.sum()) if (tp.sum() + fp.sum()) else 0.0
     micro_r = tp.sum() / (tp.sum() + fn.sum()) if (tp.sum() + fn.sum()) else 0.0
@@ -159,7 +155,7 @@ def compute_from_parts(
             _stat_points(out, what, pred_stats, row)
 
     numeric = [j for j in range(n_features) if j not in categorical]
-    sorted_features: SortedSeries | None = None
+    numeric_drift: dict[str, np.ndarray] | None = None
     if n_features:
         out.add("rows_without_features", COUNTER, counters.rows_without_features)
         for j, name in enumerate(features):
@@ -167,11 +163,12 @@ def compute_from_parts(
             out.add("infinite_value_count", COUNTER, counters.inf_counts[j], feat_name=name)
         if n_sample and numeric:
             numeric_matrix = features_t if len(numeric) == n_features else features_t[numeric]
-            sorted_features = SortedSeries.of(numeric_matrix)
-            feat_stats = column_stats(numeric_matrix, sorted_features)
+            refs = None if reference is None else [reference.numeric.get(j) for j in numeric]
+            summary = columns.summarise(numeric_matrix, refs)
+            numeric_drift = summary.drift
             numeric_names = [features[j] for j in numeric]
             for stat in STATS:
-                out.add_per_feature("feature_value", feat_stats[stat], numeric_names, stat)
+                out.add_per_feature("feature_value", summary.stats[stat], numeric_names, stat)
         for j in categorical:
             values, counts = counters.category_counts(j)
             total = counts.sum()
@@ -194,7 +191,7 @@ def compute_from_parts(
 
     if reference is not None and rows:
         _reference_drift(
-            out, reference, counters, summaries, sorted_features, numeric, categorical, features
+            out, reference, counters, summaries, numeric_drift, numeric, categorical, features
         )
     return out.items
 
@@ -204,7 +201,7 @@ def _reference_drift(
     reference: ReferenceProfile,
     counters: ExactCounters,
     summaries: dict[str, np.ndarray],
-    sorted_features: SortedSeries | None,
+    numeric_drift: dict[str, np.ndarray] | None,
     numeric: list[int],
     categorical: tuple[int, ...],
     features: list[str],
@@ -231,15 +228,13 @@ def _reference_drift(
         _drift_points(out, "predicted_class_drift", values)
 
     flags: list[float] = []
-    if sorted_features is not None:
+    if numeric_drift is not None:
         rows = [r for r, j in enumerate(numeric) if j in reference.numeric]
-        current = sorted_features.rows_float64(rows)
-        refs = [reference.numeric[numeric[r]] for r in rows]
-        values = drift.numeric_drift(current, refs)
         names = [features[numeric[r]] for r in rows]
-        for stat, per_feature in values.items():
-            out.add_per_feature("feature_drift", per_feature, names, stat)
-        flags.extend(values["drifted"][np.isfinite(values["drifted"])].tolist())
+        for stat, per_feature in numeric_drift.items():
+            out.add_per_feature("feature_drift", per_feature[rows], names, stat)
+        drifted = numeric_drift["drifted"][rows]
+        flags.extend(drifted[np.isfinite(drifted)].tolist())
     for j in categorical:
         if j not in reference.categories:
             continue

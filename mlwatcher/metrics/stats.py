@@ -14,7 +14,9 @@ class SortedSeries:
     """Each row sorted ascending with its non-finite values moved to the end.
 
     ``counts[j]`` is the number of finite values of row ``j``; ``sorted[j, :counts[j]]``
-    are those values. Computed once and shared by the statistics and the drift tests.
+    are those values. The close uses it for short rows and rows with missing values (the
+    prediction summaries, some features); long finite rows take the selection path of
+    :mod:`mlwatcher.metrics.columns`.
     ``sorted`` is float32 when the matrix is float32-exact (the values are the same, and
     float32 halves the memory every later pass reads); read values through ``float64``.
     """
@@ -39,14 +41,6 @@ class SortedSeries:
         if has_nan:
             matrix = np.where(finite, matrix, np.nan)  # inf -> NaN so sort puts it last
         return cls(_exact_sort(matrix, has_nan=has_nan), counts)
-
-    def rows_float64(self, rows: list[int]) -> list[np.ndarray]:
-        """The sorted finite values of the given rows, as float64 views of one converted block.
-
-        One conversion of the whole block is several times cheaper than one per row.
-        """
-        block = self.sorted.astype(np.float64, copy=False)
-        return [block[j, : self.counts[j]] for j in rows]
 
 
 def _exact_sort(matrix: np.ndarray, has_nan: bool) -> np.ndarray:

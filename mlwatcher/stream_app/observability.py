@@ -56,6 +56,7 @@ class WorkerStats:
     stalls: int = 0
     stalled: bool = False
     stall_remedies: int = 0
+    kafka_errors: int = 0
 
     def observe_close_delay(self, seconds: float) -> None:
         self.close_delay.observe(seconds)
@@ -155,6 +156,12 @@ def render_prometheus(
         "counter",
         "Bytes of state values written to the changelog (keys excluded).",
         [("", stats.changelog_bytes)],
+    )
+    metric(
+        "mlwatcher_worker_kafka_errors_total",
+        "counter",
+        "Kafka client errors (connection failures while the broker is down, ...).",
+        [("", stats.kafka_errors)],
     )
     metric(
         "mlwatcher_worker_stalled",

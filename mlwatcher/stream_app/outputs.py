@@ -18,11 +18,14 @@ from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from mlwatcher.dead_letter import SourceRef, envelope_headers
+
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16_000_000
 CONTROL_HEADER = "mlwatcher-control"
 TICK = b"tick"
+DEAD_LETTER_STAGE = "worker"
 
 
 class DeliveryFailed(RuntimeError):
@@ -53,18 +56,8 @@ class Outputs(Protocol):
         """Return once every write so far is acknowledged; raise DeliveryFailed if one failed."""
 
 
-def dead_letter_headers(source: SourceMessage, reason: str, detail: str) -> list[tuple[str, bytes]]:
-    return [
-        ("mlwatcher-error", reason.encode()),
-        ("mlwatcher-error-detail", detail[:1000].encode()),
-        ("mlwatcher-source-topic", source.topic.encode()),
-        ("mlwatcher-source-partition", str(source.partition).encode()),
-        ("mlwatcher-source-offset", str(source.offset).encode()),
-    ]
-
-
 def producer_config(
-    bootstrap_servers: str, kafka_options: Mapping[str, str], client_id: str
+    bootstrap_servers: str, kafka_options: Mapping[str, object], client_id: str
 ) -> dict[str, object]:
     config: dict[str, object] = {
         "bootstrap.servers": bootstrap_servers,
@@ -97,7 +90,7 @@ class KafkaOutputs:
         metrics_topic: str,
         dead_letter_topic: str,
         predictions_topic: str,
-        kafka_options: Mapping[str, str] | None = None,
+        kafka_options: Mapping[str, object] | None = None,
         client_id: str = "mlwatcher-worker",
     ) -> None:
         self.changelog_topic = changelog_topic
@@ -126,7 +119,12 @@ class KafkaOutputs:
             self.dead_letter_topic,
             source.key,
             source.value,
-            headers=dead_letter_headers(source, reason, detail),
+            headers=envelope_headers(
+                reason,
+                detail,
+                DEAD_LETTER_STAGE,
+                SourceRef(source.topic, source.partition, source.offset),
+            ),
         )
 
     def send_tick(self, partition: int, now_ms: int) -> None:

@@ -51,7 +51,7 @@ from mlwatcher.stream_app.state_codec import (
 
 log = logging.getLogger(__name__)
 
-# Dead-letter reasons (the ``mlwatcher-error`` header).
+# Dead-letter reasons (the ``mlwatcher.reason`` header, see docs/dead_letters.md).
 UNDECODABLE = "undecodable"
 UNKNOWN_SCHEMA = "unknown-schema"
 LATE = "late"

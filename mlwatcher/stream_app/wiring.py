@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +28,7 @@ from faust.types import TP
 
 from mlwatcher.kafka_admin import create_topics, topic_partition_counts
 from mlwatcher.metrics import ReferenceProfile
+from mlwatcher.outage_log import OutageLog, SummarisingFilter, quiet_client_config
 from mlwatcher.stream_app import web
 from mlwatcher.stream_app.changelog import (
     changelog_end_offsets,
@@ -103,7 +104,9 @@ class OffsetWatcher:
     is the thing that is stuck.
     """
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(
+        self, settings: WorkerSettings, client_config: Mapping[str, Any] | None = None
+    ) -> None:
         self.topic = settings.predictions_topic
         self._consumer = Consumer(
             {
@@ -112,6 +115,7 @@ class OffsetWatcher:
                 "enable.auto.commit": False,
                 "log_level": 3,
                 **settings.kafka_options,
+                **(client_config or {}),
             }
         )
 
@@ -151,16 +155,20 @@ class WorkerRuntime:
         self.stats = WorkerStats()
         self.changelog_topic = changelog_topic_name(settings.app_id)
         options = dict(settings.kafka_options)
+        # While Kafka is down: one line per interval instead of a flood, errors counted.
+        self.outage = OutageLog(f"worker: Kafka ({settings.bootstrap_servers})", log)
+        _summarise_client_logs(self.outage)
+        quiet = quiet_client_config(self.outage)
         self.outputs = KafkaOutputs(
             settings.bootstrap_servers,
             changelog_topic=self.changelog_topic,
             metrics_topic=settings.metrics_topic,
             dead_letter_topic=settings.dead_letter_topic,
             predictions_topic=settings.predictions_topic,
-            kafka_options=options,
+            kafka_options={**options, **quiet},
             client_id=f"{settings.app_id}-{os.getpid()}",
         )
-        self.watcher = OffsetWatcher(settings)
+        self.watcher = OffsetWatcher(settings, quiet)
         self.processor = Processor(
             self.outputs,
             lambda wanted: read_partitions(
@@ -205,6 +213,17 @@ class WorkerRuntime:
     @property
     def open_windows(self) -> int:
         return self.processor.progress.open_windows
+
+
+def _summarise_client_logs(outage: OutageLog) -> None:
+    """aiokafka logs every failed fetch, heartbeat and commit while the broker is down, each
+    from its own module's logger (a filter on the parent would not see them)."""
+    import aiokafka  # noqa: F401 - loads the submodules whose loggers are filtered
+
+    summarising = SummarisingFilter(outage)
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "aiokafka"]
+    for name in ["aiokafka", *names]:
+        logging.getLogger(name).addFilter(summarising)
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
@@ -300,6 +319,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
     @app.timer(interval=1.0)
     async def watch() -> None:
+        runtime.outage.tick()
+        runtime.stats.kafka_errors = runtime.outage.errors
         progress = processor.progress
         owned = sorted(progress.owned)
         runtime.end_offsets = ends = await runtime.in_watch_thread(

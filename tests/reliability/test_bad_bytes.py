@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlwatcher.dead_letter import HEADER_DETAIL, HEADER_REASON, HEADER_SOURCE_OFFSET
 from mlwatcher.schemas import MetricRecord
 from mlwatcher.schemas.codec import MAGIC
 from tests.reliability.reliability_helpers import (
@@ -109,13 +110,13 @@ def test_bad_bytes_are_dead_lettered_and_good_windows_stay_exact(
         assert record.batches == GOOD_BATCHES
     # Every bad message is dead-lettered exactly once, unchanged, with a reason and detail.
     assert Counter(m.value() for m in dead) == Counter(value for _, _, value in bad)
-    reasons = Counter(dict(m.headers())["mlwatcher-error"].decode() for m in dead)
+    reasons = Counter(dict(m.headers())[HEADER_REASON].decode() for m in dead)
     assert set(reasons) == {"undecodable", "unknown-schema"}, reasons
     assert reasons["unknown-schema"] == BAD_PER_KIND  # the MetricRecords
     for message in dead:
         headers = dict(message.headers())
-        assert headers["mlwatcher-error-detail"], headers
-        assert int(headers["mlwatcher-source-offset"]) >= 0
+        assert headers[HEADER_DETAIL], headers
+        assert int(headers[HEADER_SOURCE_OFFSET]) >= 0
     counted = sum(v for k, v in metrics.items() if k.startswith("mlwatcher_worker_dead_letters"))
     assert counted == len(bad)
     report("bad bytes", good_batches=len(good), bad_messages=len(bad), reasons=dict(reasons))

@@ -146,6 +146,13 @@ def test_broker_stop_and_kill_mid_stream_lose_nothing_and_everything_resumes(
         assert all(v == {0} for v in extra.values()), extra
         assert worker.process is not None and worker.process.poll() is None, "worker restarted"
         assert sink.poll() is None, "sink restarted"
+        # Quiet while the broker was down: a few summary lines, not a line per client error.
+        lines = worker.log().splitlines()
+        errors = [ln for ln in lines if "[ERROR]" in ln]
+        assert len(errors) < 10, errors[:40]
+        assert any("worker: Kafka" in ln and "unreachable" in ln for ln in lines), lines[-40:]
+        assert worker.metrics()["mlwatcher_worker_kafka_errors_total"] > 0
+        assert worker.metrics()["mlwatcher_worker_stalls_total"] == 0
         report(
             "broker restart",
             windows=len(expected),

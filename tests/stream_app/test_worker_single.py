@@ -12,6 +12,13 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
+from mlwatcher.dead_letter import (
+    HEADER_DETAIL,
+    HEADER_REASON,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+)
 from mlwatcher.kafka_admin import create_topics, delete_topics
 from mlwatcher.metrics import compute_metrics
 from mlwatcher.producer.agent import MonitoringAgent
@@ -174,15 +181,15 @@ def test_late_and_poison_input_go_to_the_dead_letter_topic(
         )
     finally:
         dead.close()
-    reasons = {dict(m.headers())["mlwatcher-error"].decode(): m for m in by_reason}
+    reasons = {dict(m.headers())[HEADER_REASON].decode(): m for m in by_reason}
     assert set(reasons) == {"undecodable", "shape-changed", "late"}
     garbage = reasons["undecodable"]
     assert garbage.value() == b"\x00garbage"
     headers = dict(garbage.headers())
-    assert headers["mlwatcher-source-topic"].decode() == topics["predictions"]
-    assert int(headers["mlwatcher-source-partition"]) >= 0
-    assert int(headers["mlwatcher-source-offset"]) >= 0
-    assert b"n_classes" in dict(reasons["shape-changed"].headers())["mlwatcher-error-detail"]
+    assert headers[HEADER_SOURCE_TOPIC].decode() == topics["predictions"]
+    assert int(headers[HEADER_SOURCE_PARTITION]) >= 0
+    assert int(headers[HEADER_SOURCE_OFFSET]) >= 0
+    assert b"n_classes" in dict(reasons["shape-changed"].headers())[HEADER_DETAIL]
     [first] = [r for r in metrics_reader.records(agent_id) if r.window_start_ms == start]
     assert first.rows_seen == 10  # neither the poison nor the late rows were merged
     counters = worker.metrics()
