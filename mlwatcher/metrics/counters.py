@@ -125,16 +125,23 @@ class ExactCounters:
     ) -> ExactCounters:
         """Counters of one batch (``features`` row-major ``(n, n_features)`` or None)."""
         n_rows, n_classes = probs.shape
-        out = cls(n_classes=n_classes, n_features=n_features, rows_seen=n_rows)
-        out.pred_counts = np.bincount(predicted, minlength=n_classes).astype(np.int64, copy=False)
-        # Σ of the probability rows per predicted class: one small matrix product (the
-        # fastest grouped sum numpy offers here; np.add.at and sort + reduceat are slower)
-        one_hot = predicted == np.arange(n_classes)[:, None]
-        out.expected_confusion = (one_hot.astype(np.float64) @ probs).T.copy()
-        confidence = calibration.confidence_of(probs, predicted)
+        row_starts = np.arange(0, n_rows * n_classes, n_classes)  # of each row in probs.ravel()
+        confidence = probs.ravel().take(row_starts + predicted)  # p of the predicted class
         bins = calibration.confidence_bins(confidence)
-        out.confidence_rows, out.confidence_sq_sum = calibration.confidence_counts(
+        confidence_rows, confidence_sq_sum = calibration.confidence_counts(
             confidence, bins, predicted, n_classes
+        )
+        out = cls(
+            n_classes=n_classes,
+            n_features=n_features,
+            rows_seen=n_rows,
+            pred_counts=np.bincount(predicted, minlength=n_classes).astype(np.int64, copy=False),
+            # Σ of the probability rows per predicted class: one small matrix product with
+            # the one-hot predictions (the fastest grouped sum numpy offers here; np.add.at
+            # and sort + reduceat are slower)
+            expected_confusion=probs.T @ np.eye(n_classes).take(predicted, axis=0),
+            confidence_rows=confidence_rows,
+            confidence_sq_sum=confidence_sq_sum,
         )
         if labels is not None:
             has = labels >= 0
@@ -147,9 +154,13 @@ class ExactCounters:
             out.confusion = (
                 np.bincount(labelled * n_classes + pred, minlength=n_classes * n_classes)
                 .reshape(n_classes, n_classes)
-                .astype(np.int64)
+                .astype(np.int64, copy=False)
             )
-            p_true = calibration.confidence_of(lab_probs, labelled)  # p of the true class
+            p_true = (  # p of the true class
+                lab_probs.ravel().take(row_starts + labelled)
+                if labelled is labels
+                else calibration.confidence_of(lab_probs, labelled)
+            )
             # np.maximum/np.minimum: np.clip's overhead is larger than the work here
             clipped = np.minimum(np.maximum(p_true, _EPS), 1 - _EPS)
             out.log_loss_sum = float(-np.log(clipped).sum())
