@@ -72,6 +72,17 @@ def wait_for_broker(
         time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 
+def broker_count(
+    bootstrap_servers: str,
+    *,
+    client_config: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> int:
+    """Brokers the cluster metadata lists (at least 1)."""
+    metadata = _admin(bootstrap_servers, client_config).list_topics(timeout=timeout)
+    return max(1, len(metadata.brokers))
+
+
 def topic_partition_counts(
     bootstrap_servers: str,
     *,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from mlwatcher.kafka_admin import create_topics, topic_partition_counts
+from mlwatcher.kafka_admin import broker_count, create_topics, topic_partition_counts
 from mlwatcher.stream_app.outputs import MAX_MESSAGE_BYTES
 from mlwatcher.stream_app.state_codec import StateCodecError, cursor_key, unpack_cursor
 
@@ -49,7 +49,7 @@ def ensure_changelog_topic(
             )
         return
     if replication_factor is None:
-        replication_factor = min(3, _broker_count(bootstrap_servers, options))
+        replication_factor = min(3, broker_count(bootstrap_servers, client_config=options))
     create_topics(
         bootstrap_servers,
         {topic: partitions},
@@ -60,12 +60,6 @@ def ensure_changelog_topic(
         replication_factor=replication_factor,
         client_config=options,
     )
-
-
-def _broker_count(bootstrap_servers: str, options: Mapping[str, str]) -> int:
-    from mlwatcher.kafka_admin import _admin
-
-    return max(1, len(_admin(bootstrap_servers, options).list_topics(timeout=10).brokers))
 
 
 @dataclass

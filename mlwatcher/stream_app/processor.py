@@ -21,7 +21,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlwatcher.metrics import ReferenceProfile
 from mlwatcher.stream_app.changelog import RecoveredPartition
@@ -73,9 +73,9 @@ class OffsetGate:
         self.next_offset = None if applied_offset is None else applied_offset + 1
         self._seek_trigger: int | None = None
 
-    @property
-    def seeking(self) -> bool:
-        return self._seek_trigger is not None
+    def forget_seek(self) -> None:
+        """Drop a pending seek: after a reassignment the consumer fetches afresh anyway."""
+        self._seek_trigger = None
 
     def admit(self, offset: int) -> Verdict:
         if self._seek_trigger is not None:
@@ -110,7 +110,7 @@ class Progress:
 
     owned: frozenset[int] = frozenset()
     recovering: frozenset[int] = frozenset()
-    next_offsets: Mapping[int, int | None] = None  # type: ignore[assignment]
+    next_offsets: Mapping[int, int | None] = field(default_factory=dict)
     open_windows: int = 0
 
 
@@ -145,7 +145,7 @@ class Processor:
         self.busy_since: float | None = None
         #: where the consumer must (re)start each partition: right after its cursor
         self.pending_seeks: dict[int, int] = {}
-        self.progress = Progress(next_offsets={})
+        self.progress = Progress()
 
     # -- ownership ----------------------------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> None:
@@ -164,9 +164,7 @@ class Processor:
                     # Someone else owned it meanwhile: what we hold is stale.
                     del self.partitions[p]
                 else:
-                    state.gate = OffsetGate(
-                        None if state.gate.next_offset is None else state.gate.next_offset - 1
-                    )
+                    state.gate.forget_seek()  # the new assignment fetches afresh
                     log.info(
                         "partition %d: kept the state held in memory (changelog end %d)",
                         p,

@@ -210,10 +210,6 @@ class WorkerRuntime:
     async def in_watch_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.watch_thread, fn, *args)
 
-    @property
-    def open_windows(self) -> int:
-        return self.processor.progress.open_windows
-
 
 def _summarise_client_logs(outage: OutageLog) -> None:
     """aiokafka logs every failed fetch, heartbeat and commit while the broker is down, each
