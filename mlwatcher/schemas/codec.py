@@ -4,6 +4,10 @@ Every message is ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of
 schema's canonical form + the Avro binary body (the Avro specification's "single object
 encoding"). A reader therefore knows which schema wrote a message and refuses one it does not
 know, instead of misreading its bytes.
+
+Earlier versions of a schema live in ``previous/<name>.v<N>.avsc``; a message written with one
+of them is read through Avro schema resolution into the current version (new fields take
+their defaults), so records and batches written before an upgrade stay readable.
 """
 
 from __future__ import annotations
@@ -53,11 +57,31 @@ class AvroSchema:
 @cache
 def load_schema(name: str) -> AvroSchema:
     """Load ``mlwatcher/schemas/<name>.avsc`` (e.g. ``prediction_batch``)."""
-    text = resources.files(__package__).joinpath(f"{name}.avsc").read_text()
+    return _parse(name, resources.files(__package__).joinpath(f"{name}.avsc").read_text())
+
+
+def _parse(name: str, text: str) -> AvroSchema:
     parsed = fastavro.parse_schema(json.loads(text))
     canonical = fastavro.schema.to_parsing_canonical_form(parsed)
     fingerprint = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
     return AvroSchema(name=name, parsed=parsed, fingerprint=fingerprint)
+
+
+@cache
+def previous_versions(name: str) -> dict[bytes, AvroSchema]:
+    """Earlier versions of schema ``name`` by fingerprint (``previous/<name>.v<N>.avsc``)."""
+    folder = resources.files(__package__).joinpath("previous")
+    versions = {}
+    for entry in folder.iterdir():
+        if entry.name.startswith(f"{name}.v") and entry.name.endswith(".avsc"):
+            schema = _parse(entry.name.removesuffix(".avsc"), entry.read_text())
+            versions[schema.fingerprint] = schema
+    return versions
+
+
+def known_fingerprints(name: str) -> frozenset[bytes]:
+    """Fingerprints of every version of schema ``name`` this reader can decode."""
+    return frozenset({load_schema(name).fingerprint, *previous_versions(name)})
 
 
 def encode(schema: AvroSchema, record: dict[str, Any]) -> bytes:
@@ -76,7 +100,10 @@ def decode(schema: AvroSchema, message: bytes) -> dict[str, Any]:
             f"8-byte schema fingerprint, got {len(message)} bytes starting {message[:10].hex()}"
         )
     fingerprint = message[2:HEADER_SIZE]
-    if fingerprint != schema.fingerprint:
+    writer = schema if fingerprint == schema.fingerprint else None
+    if writer is None:
+        writer = previous_versions(schema.name).get(fingerprint)
+    if writer is None:
         raise SchemaDecodeError(
             f"unknown schema fingerprint {fingerprint.hex()}: this reader expects "
             f"{schema.name} with fingerprint {schema.fingerprint.hex()}",
@@ -84,7 +111,10 @@ def decode(schema: AvroSchema, message: bytes) -> dict[str, Any]:
         )
     try:
         return fastavro.schemaless_reader(
-            io.BytesIO(message[HEADER_SIZE:]), schema.parsed, return_record_name=False
+            io.BytesIO(message[HEADER_SIZE:]),
+            writer.parsed,
+            None if writer is schema else schema.parsed,
+            return_record_name=False,
         )
     except (EOFError, StopIteration, ValueError, IndexError, OverflowError, OSError) as exc:
         raise SchemaDecodeError(

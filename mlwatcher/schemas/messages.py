@@ -1,4 +1,4 @@
-"""Typed views of the two Avro messages: prediction batches and metric records."""
+"""Typed views of the Avro messages: prediction batches, label batches and metric records."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ class PredictionBatch:
     features: np.ndarray | None = None  # (n_rows, n_features) float32/float64
     feature_names: list[str] = field(default_factory=list)
     categorical_features: list[int] = field(default_factory=list)
+    prediction_ids: np.ndarray | None = None  # (n_rows,) uint64 id hashes
 
     @property
     def n_rows(self) -> int:
@@ -86,6 +87,7 @@ class PredictionBatch:
             "features": None if self.features is None else pack_matrix(self.features),
             "feature_names": list(self.feature_names),
             "categorical_features": [int(i) for i in self.categorical_features],
+            "prediction_ids": _pack_ids(self.prediction_ids),
         }
 
     def encode(self) -> bytes:
@@ -117,6 +119,9 @@ class PredictionBatch:
                 raise SchemaDecodeError(
                     f"features: {features.shape[0]} rows, expected n_rows={n_rows}"
                 )
+        prediction_ids = None
+        if record["prediction_ids"] is not None:
+            prediction_ids = _unpack_ids(record["prediction_ids"], n_rows, "prediction_ids")
         if record["window_ms"] <= 0:
             raise SchemaDecodeError(f"window_ms: must be > 0, got {record['window_ms']}")
         if record["max_buffer_size"] <= 0:
@@ -137,6 +142,70 @@ class PredictionBatch:
             features=features,
             feature_names=record["feature_names"],
             categorical_features=record["categorical_features"],
+            prediction_ids=prediction_ids,
+        )
+
+
+@dataclass
+class LabelBatch:
+    """True labels sent after their predictions, as they travel on the predictions topic."""
+
+    agent_id: str
+    batch_id: str
+    sent_time_ms: int
+    prediction_ids: np.ndarray  # (n_rows,) uint64 id hashes
+    labels: np.ndarray  # (n_rows,) int32 class indices
+    n_classes: int = 0  # 0: not known to the sender
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.prediction_ids.shape[0])
+
+    @property
+    def key(self) -> bytes:
+        """The agent, as for its prediction batches: same partition, after its predictions."""
+        return self.agent_id.encode()
+
+    def to_avro(self) -> dict[str, Any]:
+        if self.labels.shape != self.prediction_ids.shape:
+            raise ValueError(
+                f"labels: {self.labels.shape[0]} labels for {self.n_rows} prediction ids"
+            )
+        return {
+            "agent_id": self.agent_id,
+            "batch_id": self.batch_id,
+            "sent_time_ms": int(self.sent_time_ms),
+            "n_rows": self.n_rows,
+            "n_classes": int(self.n_classes),
+            "prediction_ids": _pack_ids(self.prediction_ids),
+            "labels": np.ascontiguousarray(self.labels, dtype="<i4").tobytes(),
+        }
+
+    def encode(self) -> bytes:
+        return encode(load_schema("label_batch"), self.to_avro())
+
+    @classmethod
+    def decode(cls, message: bytes) -> LabelBatch:
+        """Decode and check internal consistency; SchemaDecodeError names the bad field."""
+        record = decode(load_schema("label_batch"), message)
+        n_rows = record["n_rows"]
+        if n_rows < 0 or record["n_classes"] < 0:
+            raise SchemaDecodeError(
+                f"n_rows/n_classes: must be >= 0, got {n_rows}/{record['n_classes']}"
+            )
+        ids = _unpack_ids(record["prediction_ids"], n_rows, "prediction_ids")
+        if len(record["labels"]) != 4 * n_rows:
+            raise SchemaDecodeError(
+                f"labels: {len(record['labels'])} bytes, expected {4 * n_rows} "
+                f"(n_rows={n_rows} int32 values)"
+            )
+        return cls(
+            agent_id=record["agent_id"],
+            batch_id=record["batch_id"],
+            sent_time_ms=_epoch_ms(record["sent_time_ms"]),
+            prediction_ids=ids,
+            labels=np.frombuffer(record["labels"], dtype="<i4"),
+            n_classes=record["n_classes"],
         )
 
 
@@ -152,6 +221,7 @@ class MetricRecord:
     points: list[Point]
     batches: int = 0
     model_version: str = ""
+    revision: int = 0  # 0: the record at close; n >= 1: the n-th label revision
 
     @property
     def key(self) -> bytes:
@@ -176,6 +246,7 @@ class MetricRecord:
             "rows_seen": int(self.rows_seen),
             "rows_sampled": int(self.rows_sampled),
             "batches": int(self.batches),
+            "revision": int(self.revision),
         }
 
     def encode(self) -> bytes:
@@ -194,6 +265,18 @@ class MetricRecord:
         record["window_start_ms"] = _epoch_ms(record["window_start_ms"])
         record["window_end_ms"] = _epoch_ms(record["window_end_ms"])
         return record, columns
+
+
+def _pack_ids(ids: np.ndarray | None) -> bytes | None:
+    return None if ids is None else np.ascontiguousarray(ids, dtype="<u8").tobytes()
+
+
+def _unpack_ids(data: bytes, n_rows: int, field_name: str) -> np.ndarray:
+    if len(data) != 8 * n_rows:
+        raise SchemaDecodeError(
+            f"{field_name}: {len(data)} bytes, expected {8 * n_rows} (n_rows={n_rows} uint64 values)"
+        )
+    return np.frombuffer(data, dtype="<u8")
 
 
 def window_id(agent_id: str, window_start_ms: int) -> str:
