@@ -274,7 +274,8 @@ def _pack_ids(ids: np.ndarray | None) -> bytes | None:
 def _unpack_ids(data: bytes, n_rows: int, field_name: str) -> np.ndarray:
     if len(data) != 8 * n_rows:
         raise SchemaDecodeError(
-            f"{field_name}: {len(data)} bytes, expected {8 * n_rows} (n_rows={n_rows} uint64 values)"
+            f"{field_name}: {len(data)} bytes, expected {8 * n_rows} "
+            f"(n_rows={n_rows} uint64 values)"
         )
     return np.frombuffer(data, dtype="<u8")
 
