@@ -106,6 +106,19 @@ def _label_points(out: _Points, counters: ExactCounters, classes: list[str]) -> 
     out.add("log_loss", GAUGE, counters.log_loss_sum / total)
 
 
+def label_points(counters: ExactCounters, class_names: Sequence[str] | None = None) -> list[Point]:
+    """The label-dependent points of a window: what a label revision carries.
+
+    ``labelled_rows``, ``label_count``, ``label_freq``, ``accuracy``, ``precision``,
+    ``recall``, ``f1`` (per class and averaged), ``overall_accuracy``, ``confusion_count``,
+    ``log_loss``, and the calibration points that need labels (Brier, ECE, reliability bins).
+    """
+    out = _Points()
+    _label_points(out, counters, _names(class_names, counters.n_classes, "class", "class_names"))
+    calibration.add_points(out, counters)
+    return out.items
+
+
 def _stat_points(
     out: _Points, what: str, stats: dict[str, np.ndarray], row: int, **props: Any
 ) -> None:

@@ -22,6 +22,15 @@ _SUMMED_ARRAYS = (
     "reliability_confidence_sum",
     "reliability_correct",
 )
+#: what the labels alone decide: the counters a delayed label adds to its window
+_LABEL_ARRAYS = (
+    "confusion",
+    "reliability_rows",
+    "reliability_confidence_sum",
+    "reliability_correct",
+)
+_LABEL_SUMS = ("log_loss_sum", "brier_sum")
+
 #: arrays holding counts: int64 in memory, any integer type in bytes (deltas use int32)
 _COUNT_ARRAYS = frozenset(
     (
@@ -221,6 +230,38 @@ class ExactCounters:
                 np.concatenate((self.cat_value, other.cat_value)),
                 np.concatenate((self.cat_count, other.cat_count)),
             )
+
+    @classmethod
+    def of_labels(
+        cls, probs: np.ndarray, predicted: np.ndarray, labels: np.ndarray
+    ) -> ExactCounters:
+        """Only the label-dependent counters of labelled rows (every ``labels[i] >= 0``).
+
+        What delayed labels add to a window: the rows themselves were counted when their
+        predictions arrived, so ``rows_seen``, the prediction counts and the estimation and
+        confidence counters stay zero here.
+        """
+        full = cls.from_batch(probs, predicted, labels, None, 0, ())
+        out = cls(n_classes=full.n_classes, n_features=0)
+        out.add_labels(full)
+        return out
+
+    def add_labels(self, other: ExactCounters) -> None:
+        """Add only ``other``'s label-dependent counters (any feature count)."""
+        if other.n_classes != self.n_classes:
+            raise ValueError(
+                f"counters: cannot add labels of {other.n_classes} classes to {self.n_classes}"
+            )
+        for name in _LABEL_ARRAYS:
+            getattr(self, name).__iadd__(getattr(other, name))
+        for name in _LABEL_SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def labels_only(self) -> ExactCounters:
+        """A copy holding just the label-dependent counters."""
+        out = ExactCounters(self.n_classes, 0)
+        out.add_labels(self)
+        return out
 
     def category_counts(self, feature: int) -> tuple[np.ndarray, np.ndarray]:
         """(values, counts) of one categorical feature, values ascending."""

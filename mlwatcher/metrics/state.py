@@ -243,10 +243,17 @@ class WindowState:
         class_names: Sequence[str] | None = None,
         feature_names: Sequence[str] | None = None,
         reference: ReferenceProfile | None = None,
+        delayed_labels: ExactCounters | None = None,
     ) -> list[Point]:
+        """The window's points; ``delayed_labels`` are label counters of rows labelled later
+        (:meth:`ExactCounters.of_labels`), counted with the labels that came with the rows."""
         sample = self.sample
+        counters = self.counters
+        if delayed_labels is not None:
+            counters = counters.copy()
+            counters.add_labels(delayed_labels)
         return compute_from_parts(
-            counters=self.counters,
+            counters=counters,
             probs=sample.probabilities,
             labels=sample.labels,
             features_t=sample.features_t,

@@ -14,21 +14,23 @@ durable cursor and, replaying deterministically, re-emits byte-identical records
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mlwatcher.stream_app.observability import WorkerStats
-from mlwatcher.stream_app.outputs import Outputs, SourceMessage
-from mlwatcher.stream_app.state_codec import cursor_key, pack_cursor
-from mlwatcher.stream_app.windows import (
+from mlwatcher.stream_app.actions import (
     Action,
     BatchApplied,
     DeadLetter,
     DeleteState,
     EmitRecord,
+    LabelsCounted,
     PutState,
 )
+from mlwatcher.stream_app.observability import WorkerStats
+from mlwatcher.stream_app.outputs import Outputs, SourceMessage
+from mlwatcher.stream_app.state_codec import cursor_key, pack_cursor
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,10 @@ class ActionExecutor:
                     outputs.emit_record(record.key, record.encode())
                     sent_output = True
                 elif isinstance(action, DeadLetter):
-                    outputs.dead_letter(step.source, action.reason, action.detail)
+                    source = step.source
+                    if action.value is not None:
+                        source = dataclasses.replace(source, value=action.value)
+                    outputs.dead_letter(source, action.reason, action.detail)
                     stats.dead_letters[action.reason] += 1
                     sent_output = True
         if sent_output:
@@ -63,7 +68,9 @@ class ActionExecutor:
             now = time.time()
             for step in steps:
                 for action in step.actions:
-                    if isinstance(action, EmitRecord):
+                    if isinstance(action, EmitRecord) and action.record.revision:
+                        stats.label_revisions += 1
+                    elif isinstance(action, EmitRecord):
                         stats.records_emitted += 1
                         if action.record.rows_seen == 0:
                             stats.empty_records_emitted += 1
@@ -81,6 +88,8 @@ class ActionExecutor:
                 elif isinstance(action, BatchApplied):
                     stats.batches += 1
                     stats.rows += action.rows
+                elif isinstance(action, LabelsCounted):
+                    stats.labels.update(action.outcomes)
         if applied_offset is not None:
             outputs.put_state(partition, cursor_key(partition), pack_cursor(applied_offset))
             wrote_state = True

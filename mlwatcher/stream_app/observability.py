@@ -57,6 +57,8 @@ class WorkerStats:
     stalled: bool = False
     stall_remedies: int = 0
     kafka_errors: int = 0
+    labels: Counter[str] = field(default_factory=Counter)  # delayed labels by outcome
+    label_revisions: int = 0
 
     def observe_close_delay(self, seconds: float) -> None:
         self.close_delay.observe(seconds)
@@ -68,6 +70,7 @@ def render_prometheus(
     stats: WorkerStats,
     *,
     open_windows: int,
+    pending_label_rows: int = 0,
     lag_by_partition: Mapping[int, int],
     assigned_partitions: int,
     now: Callable[[], float] = time.time,
@@ -111,7 +114,7 @@ def render_prometheus(
     metric(
         "mlwatcher_worker_records_emitted_total",
         "counter",
-        "Metric records emitted (one per agent and closed window).",
+        "Metric records emitted at window close (one per agent and window; revisions apart).",
         [("", stats.records_emitted)],
     )
     metric(
@@ -132,6 +135,25 @@ def render_prometheus(
         "Messages sent to the dead-letter topic, by reason.",
         [(f'{{reason="{reason}"}}', count) for reason, count in sorted(stats.dead_letters.items())]
         or [('{reason="none"}', 0)],
+    )
+    metric(
+        "mlwatcher_worker_labels_total",
+        "counter",
+        "Delayed labels (collect_labels) by outcome: joined, or the dead-letter reason.",
+        [(f'{{outcome="{outcome}"}}', count) for outcome, count in sorted(stats.labels.items())]
+        or [('{outcome="joined"}', 0)],
+    )
+    metric(
+        "mlwatcher_worker_label_revisions_total",
+        "counter",
+        "Label revisions emitted (records of closed windows recomputed with later labels).",
+        [("", stats.label_revisions)],
+    )
+    metric(
+        "mlwatcher_worker_pending_label_rows",
+        "gauge",
+        "Prediction rows with ids waiting for a delayed label (live, not expired).",
+        [("", pending_label_rows)],
     )
     metric(
         "mlwatcher_worker_open_windows",

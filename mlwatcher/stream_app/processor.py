@@ -112,6 +112,7 @@ class Progress:
     recovering: frozenset[int] = frozenset()
     next_offsets: Mapping[int, int | None] = field(default_factory=dict)
     open_windows: int = 0
+    pending_label_rows: int = 0
 
 
 Recover = Callable[[Collection[int]], Mapping[int, RecoveredPartition]]
@@ -312,6 +313,11 @@ class Processor:
             },
             open_windows=sum(
                 self.partitions[p].manager.open_window_count
+                for p in self.owned
+                if p in self.partitions
+            ),
+            pending_label_rows=sum(
+                self.partitions[p].manager.pending_label_rows
                 for p in self.owned
                 if p in self.partitions
             ),

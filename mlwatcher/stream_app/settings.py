@@ -19,6 +19,9 @@ DEFAULT_GRACE_MIN_MS = 1_000
 DEFAULT_GRACE_MAX_MS = 300_000
 DEFAULT_IDLE_CLOSE_DELAY_MS = 1_000
 DEFAULT_EMPTY_WINDOW_LIMIT = 10
+DEFAULT_LABEL_TTL_MS = 86_400_000  # one day
+DEFAULT_MAX_PENDING_LABELS = 200_000  # rows per agent: ~13 MB at 10 classes
+DEFAULT_LABEL_REVISION_INTERVAL_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,11 @@ class WindowPolicy:
     window waits 12 s for stragglers, a one-hour window 5 min. A window closes when the agent's
     stream time (max event time seen) reaches end + grace, or, for an agent that went quiet,
     when the worker's clock reaches end + grace + ``idle_close_delay_ms``.
+
+    Delayed labels (:mod:`mlwatcher.stream_app.labels`): prediction rows with ids wait for
+    their label ``label_ttl_ms`` of the agent's stream time, at most ``max_pending_labels``
+    rows per agent (the oldest batches expire first); a closed window that got new labels is
+    revised at most once per ``label_revision_interval_ms``.
     """
 
     grace_ms: int | None = None
@@ -37,6 +45,9 @@ class WindowPolicy:
     grace_max_ms: int = DEFAULT_GRACE_MAX_MS
     idle_close_delay_ms: int = DEFAULT_IDLE_CLOSE_DELAY_MS
     empty_window_limit: int = DEFAULT_EMPTY_WINDOW_LIMIT
+    label_ttl_ms: int = DEFAULT_LABEL_TTL_MS
+    max_pending_labels: int = DEFAULT_MAX_PENDING_LABELS
+    label_revision_interval_ms: int = DEFAULT_LABEL_REVISION_INTERVAL_MS
 
     def __post_init__(self) -> None:
         if self.grace_ms is not None and self.grace_ms < 0:
@@ -47,6 +58,14 @@ class WindowPolicy:
             raise ValueError(f"idle_close_delay_ms: must be >= 0, got {self.idle_close_delay_ms}")
         if self.empty_window_limit < 0:
             raise ValueError(f"empty_window_limit: must be >= 0, got {self.empty_window_limit}")
+        if self.label_ttl_ms <= 0:
+            raise ValueError(f"label_ttl_ms: must be > 0, got {self.label_ttl_ms}")
+        if self.max_pending_labels < 0:
+            raise ValueError(f"max_pending_labels: must be >= 0, got {self.max_pending_labels}")
+        if self.label_revision_interval_ms < 0:
+            raise ValueError(
+                f"label_revision_interval_ms: must be >= 0, got {self.label_revision_interval_ms}"
+            )
 
     def grace_for(self, window_ms: int) -> int:
         if self.grace_ms is not None:

@@ -1,7 +1,7 @@
 """How window state is laid out in the worker's changelog topic.
 
 The changelog (a compacted topic with as many partitions as the predictions topic; partition
-``p`` holds the state of predictions partition ``p``) holds four kinds of entries, all keyed by
+``p`` holds the state of predictions partition ``p``) holds seven kinds of entries, all keyed by
 the predictions-topic partition they belong to:
 
 - ``["d", partition, agent, window_start, batch_id]`` → one applied batch: the source offset
@@ -12,6 +12,14 @@ the predictions-topic partition they belong to:
   each open window. Small, written when a window opens or closes.
 - ``["r", partition, agent, window_start]`` → the reference profile (drift baseline) made from
   that closed window; the meta entry names the one in use, older ones are deleted.
+- ``["p", partition, agent, offset]`` → the prediction rows of the batch at ``offset`` that wait
+  for a delayed label (:mod:`~mlwatcher.stream_app.pending`); rewritten with its ids only once
+  it expires, deleted once forgotten.
+- ``["j", partition, agent, offset]`` → the id hashes the label batch at ``offset`` joined:
+  restores which pending rows have a label (a second label for one is a duplicate).
+- ``["l", partition, agent, window_start]`` → a window's delayed-label state
+  (:class:`~mlwatcher.stream_app.labels.LabelWindow`): the label counters joined so far, the
+  offset of the last label batch they count, and its revisions.
 - ``["c", partition, ""]`` → the partition's *cursor*: the predictions offset up to which every
   message is applied in the entries before it. It is written after a batch's other entries,
   in the same changelog partition, so a durable cursor implies durable entries; a worker that
@@ -31,6 +39,10 @@ DELTA = "d"
 META = "m"
 REFERENCE = "r"
 CURSOR = "c"
+PENDING = "p"
+JOINED = "j"
+LABELS = "l"
+_KINDS = (DELTA, META, REFERENCE, CURSOR, PENDING, JOINED, LABELS)
 
 _DELTA_HEADER = struct.Struct("<qq")  # source offset, event time (ms)
 _CURSOR = struct.Struct("<q")  # last applied source offset
@@ -50,6 +62,18 @@ def meta_key(partition: int, agent_id: str) -> bytes:
 
 def reference_key(partition: int, agent_id: str, window_start_ms: int) -> bytes:
     return json.dumps([REFERENCE, partition, agent_id, window_start_ms]).encode()
+
+
+def pending_key(partition: int, agent_id: str, offset: int) -> bytes:
+    return json.dumps([PENDING, partition, agent_id, offset]).encode()
+
+
+def joined_key(partition: int, agent_id: str, offset: int) -> bytes:
+    return json.dumps([JOINED, partition, agent_id, offset]).encode()
+
+
+def labels_key(partition: int, agent_id: str, window_start_ms: int) -> bytes:
+    return json.dumps([LABELS, partition, agent_id, window_start_ms]).encode()
 
 
 def cursor_key(partition: int) -> bytes:
@@ -73,7 +97,7 @@ def parse_key(key: bytes) -> tuple[str, int, str, list[Any]]:
         kind, partition, agent_id, *rest = parts
     except (ValueError, TypeError) as exc:
         raise StateCodecError(f"table key {key[:80]!r} is not a worker state key") from exc
-    if kind not in (DELTA, META, REFERENCE, CURSOR) or not isinstance(partition, int):
+    if kind not in _KINDS or not isinstance(partition, int):
         raise StateCodecError(f"table key {key[:80]!r}: unknown kind {kind!r}")
     return kind, partition, agent_id, rest
 

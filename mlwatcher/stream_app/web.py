@@ -41,6 +41,7 @@ def metrics(stats: WorkerStats, progress: Progress, end_offsets: Mapping[int, in
     return render_prometheus(
         stats,
         open_windows=progress.open_windows,
+        pending_label_rows=progress.pending_label_rows,
         lag_by_partition=lag,
         assigned_partitions=len(progress.owned),
     )

@@ -30,18 +30,41 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlwatcher.metrics import MetricInputError, ReferenceProfile, StateDelta, WindowState
-from mlwatcher.schemas import MetricRecord, PredictionBatch, SchemaDecodeError
-from mlwatcher.schemas.codec import HEADER_SIZE, MAGIC, load_schema
+from mlwatcher.metrics.inputs import predicted_classes
+from mlwatcher.schemas import LabelBatch, MetricRecord, PredictionBatch, SchemaDecodeError
+from mlwatcher.schemas.codec import HEADER_SIZE, MAGIC, known_fingerprints
+from mlwatcher.stream_app.actions import (
+    INVALID_BATCH,
+    LABEL_UNMATCHED,
+    LATE,
+    SHAPE_CHANGED,
+    UNDECODABLE,
+    UNKNOWN_SCHEMA,
+    WINDOW_CHANGED,
+    Action,
+    BatchApplied,
+    DeadLetter,
+    DeleteState,
+    EmitRecord,
+    LabelsCounted,
+    PutState,
+)
+from mlwatcher.stream_app.labels import AgentLabels, LabelWindow, unpack_joined, unpack_pending
+from mlwatcher.stream_app.pending import PendingBatch
 from mlwatcher.stream_app.settings import WindowPolicy
 from mlwatcher.stream_app.state_codec import (
     CURSOR,
     DELTA,
+    JOINED,
+    LABELS,
     META,
+    PENDING,
     REFERENCE,
     AgentMeta,
     StateCodecError,
     WindowConfig,
     delta_key,
+    labels_key,
     meta_key,
     pack_delta,
     parse_key,
@@ -50,50 +73,6 @@ from mlwatcher.stream_app.state_codec import (
 )
 
 log = logging.getLogger(__name__)
-
-# Dead-letter reasons (the ``mlwatcher.reason`` header, see docs/dead_letters.md).
-UNDECODABLE = "undecodable"
-UNKNOWN_SCHEMA = "unknown-schema"
-LATE = "late"
-SHAPE_CHANGED = "shape-changed"
-WINDOW_CHANGED = "window-changed"
-INVALID_BATCH = "invalid-batch"
-
-
-@dataclass(frozen=True)
-class PutState:
-    key: bytes
-    value: bytes
-
-
-@dataclass(frozen=True)
-class DeleteState:
-    key: bytes
-
-
-@dataclass(frozen=True)
-class EmitRecord:
-    """Send ``record`` to the metrics topic (and wait for it) before the actions that follow."""
-
-    record: MetricRecord
-    due_ms: int  # window end + grace: the earliest the record could have been emitted
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    reason: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class BatchApplied:
-    """Informational: a batch's rows entered a window."""
-
-    agent_id: str
-    rows: int
-
-
-Action = PutState | DeleteState | EmitRecord | DeadLetter | BatchApplied
 
 
 def align(event_time_ms: int, window_ms: int) -> int:
@@ -147,6 +126,7 @@ class AgentWindows:
     meta: AgentMeta
     open: dict[int, OpenWindow] = field(default_factory=dict)
     reference: ReferenceProfile | None = None  # profile of the previous non-empty window
+    labels: AgentLabels | None = None  # rows waiting for delayed labels, if the agent sends ids
 
 
 class WindowManager:
@@ -176,15 +156,26 @@ class WindowManager:
             if candidate is not None:
                 start, window_ms, _ = candidate
                 deadlines.append(self._due(start, window_ms) + self.policy.idle_close_delay_ms)
+            if agent.labels is not None:
+                revision = agent.labels.next_revision_ms(self.policy.label_revision_interval_ms)
+                if revision is not None:
+                    deadlines.append(revision)
         return min(deadlines, default=None)
+
+    @property
+    def pending_label_rows(self) -> int:
+        return sum(a.labels.pending.live_rows for a in self.agents.values() if a.labels)
 
     # -- input --------------------------------------------------------------------------------
     def on_message(self, value: bytes | None, offset: int) -> list[Action]:
         """Decode a predictions-topic value and process it; poison becomes a DeadLetter."""
+        value = value or b""
         try:
-            batch = PredictionBatch.decode(value or b"")
+            if value[2:HEADER_SIZE] in known_fingerprints("label_batch"):
+                return self.on_labels(LabelBatch.decode(value), offset)
+            batch = PredictionBatch.decode(value)
         except SchemaDecodeError as exc:
-            return [DeadLetter(_decode_reason(value or b""), str(exc))]
+            return [DeadLetter(_decode_reason(value), str(exc))]
         except Exception as exc:  # any decoder crash on hostile bytes is poison, not fatal
             return [DeadLetter(UNDECODABLE, f"{type(exc).__name__}: {exc}")]
         return self.on_batch(batch, offset)
@@ -228,13 +219,48 @@ class WindowManager:
                 agent.meta.handled_offset = max(agent.meta.handled_offset, offset - 1)
                 # The meta entry goes first so a restored delta always finds its window config.
                 actions.append(PutState(meta_key(self.partition, batch.agent_id), _meta(agent)))
+            if batch.prediction_ids is not None:
+                # before the delta: a batch restored as applied always has its pending rows
+                actions.extend(self._keep_for_labels(agent, batch, config, start, offset))
             key = delta_key(self.partition, batch.agent_id, start, batch.batch_id)
             window.batch_ids.add(batch.batch_id)
             window.delta_keys.append(key)
             actions.append(PutState(key, pack_delta(offset, batch.event_time_ms, delta.to_bytes())))
             actions.append(BatchApplied(batch.agent_id, batch.n_rows))
             agent.meta.stream_time_ms = max(agent.meta.stream_time_ms, batch.event_time_ms)
+            if agent.labels is not None:
+                actions.extend(agent.labels.expire(agent.meta.stream_time_ms, self.policy))
         actions.extend(self._close_due(agent, None, offset))
+        return actions
+
+    def on_labels(self, batch: LabelBatch, offset: int) -> list[Action]:
+        """Join delayed labels to the agent's pending rows; revise closed windows that are due."""
+        agent = self.agents.get(batch.agent_id)
+        if agent is not None and offset <= agent.meta.handled_offset:
+            return []
+        if agent is None or agent.labels is None:
+            return [
+                DeadLetter(
+                    LABEL_UNMATCHED,
+                    f"agent {batch.agent_id!r} has no predictions with prediction_ids on "
+                    f"partition {self.partition}: none of its {batch.n_rows} labels can join",
+                ),
+                LabelsCounted({LABEL_UNMATCHED: batch.n_rows}),
+            ]
+        n_classes = agent.meta.latest_config.n_classes
+        if batch.n_classes not in (0, n_classes):
+            return [
+                DeadLetter(
+                    INVALID_BATCH,
+                    f"agent {batch.agent_id!r}: the label batch says n_classes="
+                    f"{batch.n_classes}, the agent's predictions have {n_classes} classes",
+                ),
+                LabelsCounted({INVALID_BATCH: batch.n_rows}),
+            ]
+        actions = agent.labels.join(batch, offset, n_classes)
+        actions.extend(
+            agent.labels.revise(batch.sent_time_ms, self.policy.label_revision_interval_ms)
+        )
         return actions
 
     def on_tick(self, now_ms: int, offset: int) -> list[Action]:
@@ -243,6 +269,9 @@ class WindowManager:
         for agent in self.agents.values():
             if offset > agent.meta.handled_offset:
                 actions.extend(self._close_due(agent, now_ms, offset))
+                if agent.labels is not None:
+                    interval = self.policy.label_revision_interval_ms
+                    actions.extend(agent.labels.revise(now_ms, interval))
         return actions
 
     def restore(self, entries: Iterable[tuple[bytes, bytes]]) -> list[Action]:
@@ -250,6 +279,10 @@ class WindowManager:
         metas: dict[str, AgentMeta] = {}
         references: dict[tuple[str, int], tuple[bytes, bytes]] = {}
         deltas: list[tuple[int, str, int, str, bytes, int, bytes]] = []
+        pending: dict[str, list[PendingBatch]] = {}
+        joined: dict[str, list[tuple[int, np.ndarray]]] = {}
+        label_windows: dict[str, list[LabelWindow]] = {}
+        label_keys: dict[str, list[bytes]] = {}
         actions: list[Action] = []
         for key, value in entries:
             try:
@@ -260,6 +293,15 @@ class WindowManager:
                     metas[agent_id] = AgentMeta.from_bytes(value)
                 elif kind == REFERENCE:
                     references[agent_id, int(rest[0])] = (key, value)
+                elif kind == PENDING:
+                    pending.setdefault(agent_id, []).append(unpack_pending(int(rest[0]), value))
+                    label_keys.setdefault(agent_id, []).append(key)
+                elif kind == JOINED:
+                    joined.setdefault(agent_id, []).append((int(rest[0]), unpack_joined(value)))
+                    label_keys.setdefault(agent_id, []).append(key)
+                elif kind == LABELS:
+                    label_windows.setdefault(agent_id, []).append(LabelWindow.from_bytes(value))
+                    label_keys.setdefault(agent_id, []).append(key)
                 elif kind == DELTA:
                     offset, event_time_ms, delta_bytes = unpack_delta(value)
                     start, batch_id = int(rest[0]), str(rest[1])
@@ -305,9 +347,48 @@ class WindowManager:
             window.batch_ids.add(batch_id)
             window.delta_keys.append(key)
             agent.meta.stream_time_ms = max(agent.meta.stream_time_ms, event_time_ms)
+        for agent_id in label_keys:
+            agent = self.agents.get(agent_id)
+            if agent is None:  # nothing of the agent was kept: its label state is stale
+                actions.extend(DeleteState(key) for key in label_keys[agent_id])
+                continue
+            agent.labels = AgentLabels.restore(
+                self.partition,
+                agent_id,
+                pending.get(agent_id, ()),
+                joined.get(agent_id, ()),
+                label_windows.get(agent_id, ()),
+                set(agent.open),
+            )
+            for start in agent.labels.stale_windows(set(agent.open)):
+                del agent.labels.windows[start]
+                actions.append(DeleteState(labels_key(self.partition, agent_id, start)))
         return actions
 
     # -- internals ----------------------------------------------------------------------------
+    def _keep_for_labels(
+        self,
+        agent: AgentWindows,
+        batch: PredictionBatch,
+        config: WindowConfig,
+        start: int,
+        offset: int,
+    ) -> list[Action]:
+        assert batch.prediction_ids is not None
+        if agent.labels is None:
+            agent.labels = AgentLabels(self.partition, batch.agent_id)
+        probs = batch.probabilities
+        actions = agent.labels.add_predictions(
+            offset,
+            start,
+            batch.event_time_ms,
+            batch.prediction_ids,
+            predicted_classes(probs.astype(np.float64, copy=False), config.threshold),
+            probs,
+            batch.labels,
+        )
+        return actions
+
     def _refusal(
         self,
         agent: AgentWindows | None,
@@ -391,7 +472,19 @@ class WindowManager:
             by_wall = wall_ms is not None and wall_ms >= due + self.policy.idle_close_delay_ms
             if not (by_stream or by_wall):
                 break
-            actions.append(EmitRecord(self._record(agent, start, window_ms, window), due))
+            record = self._record(agent, start, window_ms, window)
+            actions.append(EmitRecord(record, due))
+            if window is not None and agent.labels is not None:
+                # before the meta entry that marks the window closed: see LabelWindow
+                actions.extend(
+                    agent.labels.close(
+                        start,
+                        record,
+                        window.state.counters,
+                        window.config.class_names,
+                        wall_ms if wall_ms is not None else meta.stream_time_ms,
+                    )
+                )
             meta.next_window_ms = start + window_ms
             stale: list[bytes] = []
             if window is not None:
@@ -435,8 +528,11 @@ class WindowManager:
             "class_names": list(config.class_names) or None,
             "feature_names": list(config.feature_names) or None,
         }
+        delayed = None
+        if window is not None and agent.labels is not None:
+            delayed = agent.labels.delayed_labels(start)
         try:
-            points = state.metrics(reference=reference, **names)
+            points = state.metrics(reference=reference, delayed_labels=delayed, **names)
         except (MetricInputError, ValueError) as exc:
             log.warning(
                 "agent %s window %d: drift against the reference failed (%s); "
@@ -445,7 +541,7 @@ class WindowManager:
                 start,
                 exc,
             )
-            points = state.metrics(**names)
+            points = state.metrics(delayed_labels=delayed, **names)
         return MetricRecord(
             agent_id=agent.meta.agent_id,
             window_start_ms=start,
@@ -472,7 +568,7 @@ def _window_changed(batch: PredictionBatch, open_window_ms: int, open_start: int
 
 
 def _decode_reason(value: bytes) -> str:
-    known = load_schema("prediction_batch").fingerprint
-    if len(value) >= HEADER_SIZE and value[:2] == MAGIC and value[2:HEADER_SIZE] != known:
+    known = known_fingerprints("prediction_batch") | known_fingerprints("label_batch")
+    if len(value) >= HEADER_SIZE and value[:2] == MAGIC and value[2:HEADER_SIZE] not in known:
         return UNKNOWN_SCHEMA
     return UNDECODABLE
