@@ -164,8 +164,9 @@ class PendingRows:
         for run_ids, run_rows in reversed(self._runs):  # newest run first
             if not run_ids.size:
                 continue
-            pos = np.searchsorted(run_ids, ids)
-            np.minimum(pos, run_ids.size - 1, out=pos)
+            # the rightmost equal id: within a merged run, the newer of two equal ids
+            pos = np.searchsorted(run_ids, ids, side="right") - 1
+            np.maximum(pos, 0, out=pos)
             hit = (run_ids[pos] == ids) & (found < 0)
             found[hit] = run_rows[pos[hit]]
         batch_index = np.full(ids.shape[0], -1, np.int64)
