@@ -129,3 +129,40 @@ def _defaults(
         else:
             result[name] = {**common, **own_scalars}
     return result
+
+
+_DURATION_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """``"500ms"``, ``"90s"``, ``"15m"``, ``"24h"``, ``"7d"`` (or plain milliseconds) in ms."""
+    value = text.strip().lower()
+    for unit in sorted(_DURATION_UNITS_MS, key=len, reverse=True):
+        if value.endswith(unit):
+            number = value.removesuffix(unit)
+            break
+    else:
+        unit, number = "ms", value
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(
+            f"expected a duration like 500ms, 90s, 15m, 24h or 7d, got {text!r}"
+        ) from None
+    if amount < 0:
+        raise ValueError(f"a duration must be >= 0, got {text!r}")
+    return round(amount * _DURATION_UNITS_MS[unit])
+
+
+class DurationType(click.ParamType):
+    """A click parameter for :func:`parse_duration_ms` (the value is in milliseconds)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration_ms(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)

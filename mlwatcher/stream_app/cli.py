@@ -7,11 +7,14 @@ import os
 
 import click
 
-from mlwatcher.config import kafka_options, parse_kafka_options
+from mlwatcher.config import DurationType, kafka_options, parse_kafka_options
 from mlwatcher.stream_app.kafka_security import KafkaSecurityError, broker_credentials
 from mlwatcher.stream_app.settings import (
     DEFAULT_EMPTY_WINDOW_LIMIT,
     DEFAULT_IDLE_CLOSE_DELAY_MS,
+    DEFAULT_LABEL_REVISION_INTERVAL_MS,
+    DEFAULT_LABEL_TTL_MS,
+    DEFAULT_MAX_PENDING_LABELS,
     WindowPolicy,
     WorkerSettings,
     parse_references,
@@ -62,6 +65,35 @@ from mlwatcher.stream_app.settings import (
     show_default=True,
     help="Zero-count records emitted for at most this many windows after an agent's "
     "last window with rows [env MLWATCHER_EMPTY_WINDOW_LIMIT].",
+)
+@click.option(
+    "--label-ttl",
+    envvar="MLWATCHER_LABEL_TTL",
+    type=DurationType(),
+    default=f"{DEFAULT_LABEL_TTL_MS // 3_600_000}h",
+    show_default=True,
+    help="How long a prediction sent with prediction_ids waits for its delayed label "
+    "(collect_labels), in the agent's event time: 500ms, 90s, 15m, 24h, 7d "
+    "[env MLWATCHER_LABEL_TTL].",
+)
+@click.option(
+    "--max-pending-labels",
+    envvar="MLWATCHER_MAX_PENDING_LABELS",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_PENDING_LABELS,
+    show_default=True,
+    help="Prediction rows per agent kept waiting for a label; beyond it the oldest batches "
+    "expire. About 8 + 2 + 4 x classes + 17 bytes per row in memory "
+    "[env MLWATCHER_MAX_PENDING_LABELS].",
+)
+@click.option(
+    "--label-revision-interval",
+    envvar="MLWATCHER_LABEL_REVISION_INTERVAL",
+    type=DurationType(),
+    default=f"{DEFAULT_LABEL_REVISION_INTERVAL_MS // 1000}s",
+    show_default=True,
+    help="A closed window that got delayed labels is revised (a record with revision n >= 1 "
+    "and its label metrics) at most this often [env MLWATCHER_LABEL_REVISION_INTERVAL].",
 )
 @click.option(
     "--web-host",
@@ -125,6 +157,9 @@ def worker(
     grace_ms: int | None,
     idle_close_delay_ms: int,
     empty_window_limit: int,
+    label_ttl: int,
+    max_pending_labels: int,
+    label_revision_interval: int,
     web_host: str,
     web_port: int,
     references: tuple[str, ...],
@@ -132,7 +167,8 @@ def worker(
     stall_timeout: float,
     log_level: str,
 ) -> None:
-    """Run a stream worker: prediction batches in, one metric record per agent and window out.
+    """Run a stream worker: prediction batches in, one metric record per agent and window out
+    (plus label revisions of closed windows when labels arrive later).
 
     Stop it with Ctrl-C or SIGTERM; offsets are committed and state is in the changelog.
     """
@@ -162,6 +198,9 @@ def worker(
             grace_ms=grace_ms,
             idle_close_delay_ms=idle_close_delay_ms,
             empty_window_limit=empty_window_limit,
+            label_ttl_ms=label_ttl,
+            max_pending_labels=max_pending_labels,
+            label_revision_interval_ms=label_revision_interval,
         ),
         web_host=web_host,
         web_port=web_port,

@@ -11,6 +11,7 @@ from mlwatcher.config import (
     DEFAULT_DEAD_LETTER_TOPIC,
     DEFAULT_METRICS_TOPIC,
     DEFAULT_PREDICTIONS_TOPIC,
+    parse_duration_ms,
     parse_kafka_options,
 )
 
@@ -125,6 +126,14 @@ class WorkerSettings:
                     get("EMPTY_WINDOW_LIMIT", str(DEFAULT_EMPTY_WINDOW_LIMIT)),
                     "MLWATCHER_EMPTY_WINDOW_LIMIT",
                 ),
+                label_ttl_ms=_duration(get("LABEL_TTL", "24h"), "MLWATCHER_LABEL_TTL"),
+                max_pending_labels=_int(
+                    get("MAX_PENDING_LABELS", str(DEFAULT_MAX_PENDING_LABELS)),
+                    "MLWATCHER_MAX_PENDING_LABELS",
+                ),
+                label_revision_interval_ms=_duration(
+                    get("LABEL_REVISION_INTERVAL", "60s"), "MLWATCHER_LABEL_REVISION_INTERVAL"
+                ),
             ),
             web_host=get("WEB_HOST", "127.0.0.1"),
             web_port=_int(get("WEB_PORT", "6066"), "MLWATCHER_WEB_PORT"),
@@ -144,6 +153,13 @@ def parse_references(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
             raise ValueError(f"reference: expected AGENT=PATH, got {pair!r}")
         result[agent] = path
     return result
+
+
+def _duration(text: str, name: str) -> int:
+    try:
+        return parse_duration_ms(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _int(text: str, name: str) -> int:
