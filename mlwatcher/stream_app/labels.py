@@ -162,33 +162,39 @@ class LabelWindow:
             raise StateCodecError(f"label window entry is not readable: {exc}") from exc
 
 
-def pack_pending(batch: PendingBatch) -> bytes:
+def pack_pending(
+    batch: PendingBatch,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> bytes:
+    """A pending batch entry: with its (predicted, probs, labelled) while live, ids only after."""
     meta = {
         "window_start_ms": batch.window_start_ms,
         "event_time_ms": batch.event_time_ms,
-        "live": batch.live,
+        "live": data is not None,
     }
     arrays = {"ids": batch.ids}
-    if batch.live:
-        assert batch.predicted is not None and batch.probs is not None
-        assert batch.labelled is not None
-        arrays.update(predicted=batch.predicted, probs=batch.probs, labelled=batch.labelled)
+    if data is not None:
+        predicted, probs, labelled = data
+        arrays.update(predicted=predicted, probs=probs, labelled=labelled)
     return codec.pack(_PENDING_MAGIC, meta, arrays)
 
 
-def unpack_pending(offset: int, value: bytes) -> PendingBatch:
+PendingData = tuple[np.ndarray, np.ndarray, np.ndarray]  # predicted, probs, labelled
+
+
+def unpack_pending(offset: int, value: bytes) -> tuple[PendingBatch, PendingData | None]:
     try:
         meta, arrays = codec.unpack(_PENDING_MAGIC, value)
         live = bool(meta["live"])
-        return PendingBatch(
+        batch = PendingBatch(
             offset=offset,
             window_start_ms=int(meta["window_start_ms"]),
             event_time_ms=int(meta["event_time_ms"]),
             ids=arrays["ids"],
-            predicted=arrays["predicted"] if live else None,
-            probs=arrays["probs"] if live else None,
-            labelled=arrays["labelled"].copy() if live else None,
+            live=live,
         )
+        data = (arrays["predicted"], arrays["probs"], arrays["labelled"]) if live else None
+        return batch, data
     except (codec.DecodeError, KeyError, TypeError, ValueError) as exc:
         raise StateCodecError(f"pending rows entry is not readable: {exc}") from exc
 
@@ -207,7 +213,7 @@ class AgentLabels:
     def __init__(self, partition: int, agent_id: str) -> None:
         self.partition = partition
         self.agent_id = agent_id
-        self.pending = PendingRows()
+        self.pending: PendingRows | None = None  # created with the first batch's class count
         self.windows: dict[int, LabelWindow] = {}
         #: label batch offset -> the newest pending batch it labelled (its entry can go once
         #: every pending batch up to that one is forgotten)
@@ -225,23 +231,50 @@ class AgentLabels:
         labels: np.ndarray | None,
     ) -> list[Action]:
         """Keep a batch's rows for labels to come (nothing if restored already)."""
-        if offset in self.pending:
+        if self.pending is not None and offset in self.pending:
             return []
+        actions: list[Action] = []
+        n_classes = probs.shape[1]
+        if self.pending is not None and self.pending.n_classes != n_classes:
+            actions.extend(self._restart_pending(n_classes))
+        if self.pending is None:
+            self.pending = PendingRows(n_classes)
         batch = PendingBatch(
             offset=offset,
             window_start_ms=window_start_ms,
             event_time_ms=event_time_ms,
             ids=np.ascontiguousarray(ids, np.uint64),
-            predicted=predicted.astype(np.int16),
-            probs=np.ascontiguousarray(probs, np.float32),
-            labelled=np.zeros(ids.shape[0], bool) if labels is None else labels >= 0,
         )
-        self.pending.add(batch)
-        self._window(window_start_ms, probs.shape[1]).live_batches += 1
-        return [PutState(pending_key(self.partition, self.agent_id, offset), pack_pending(batch))]
+        data = (
+            predicted.astype(np.int16),
+            np.ascontiguousarray(probs, np.float32),
+            np.zeros(ids.shape[0], bool) if labels is None else labels >= 0,
+        )
+        self.pending.add(batch, *data)
+        self._window(window_start_ms, n_classes).live_batches += 1
+        key = pending_key(self.partition, self.agent_id, offset)
+        actions.append(PutState(key, pack_pending(batch, data)))
+        return actions
+
+    def _restart_pending(self, n_classes: int) -> list[Action]:
+        """The agent's class count changed: its pending rows expire and their ids go."""
+        assert self.pending is not None
+        actions: list[Action] = []
+        for batch in self.pending.expire_all():
+            self.windows[batch.window_start_ms].live_batches -= 1
+        for batch in [*self.pending.expired.values()]:
+            actions.append(DeleteState(pending_key(self.partition, self.agent_id, batch.offset)))
+        for offset in list(self.joins):
+            actions.append(DeleteState(joined_key(self.partition, self.agent_id, offset)))
+        self.joins.clear()
+        self.pending = PendingRows(n_classes)
+        actions.extend(self._retire_finished())
+        return actions
 
     def expire(self, stream_time_ms: int, policy: WindowPolicy) -> list[Action]:
         """Expire and forget pending rows by age and count; drop state nothing needs."""
+        if self.pending is None:
+            return []
         expiry = self.pending.expire_due(
             stream_time_ms, policy.label_ttl_ms, policy.max_pending_labels
         )
@@ -251,7 +284,7 @@ class AgentLabels:
             self.windows[batch.window_start_ms].live_batches -= 1
             if batch.offset not in forgotten:
                 key = pending_key(self.partition, self.agent_id, batch.offset)
-                actions.append(PutState(key, pack_pending(batch)))
+                actions.append(PutState(key, pack_pending(batch)))  # ids only from now on
         for batch in expiry.forgotten:
             actions.append(DeleteState(pending_key(self.partition, self.agent_id, batch.offset)))
         oldest = self.pending.oldest_offset()
@@ -269,66 +302,51 @@ class AgentLabels:
         """Join a label batch; refused labels are dead-lettered as label batches of their own."""
         if offset in self.joins:
             return []  # applied before a crash: its joins were restored
+        pending = self.pending
+        assert pending is not None
         ids = np.asarray(batch.prediction_ids, np.uint64)
         labels = np.asarray(batch.labels, np.int64)
         outcome = np.full(ids.shape[0], _JOIN, np.int8)
         outcome[(labels < 0) | (labels >= n_classes)] = _INVALID
+        # In id order: repeats are neighbours, and the index is searched in memory order.
         order = np.argsort(ids, kind="stable")
-        repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1]) + 1
-        outcome[order[repeated]] = np.where(
-            outcome[order[repeated]] == _JOIN, _DUPLICATE, outcome[order[repeated]]
-        )
-        candidates = np.flatnonzero(outcome == _JOIN)
-        found = self.pending.lookup(ids[candidates])
-        outcome[candidates[found.batch_index < 0]] = _UNMATCHED
-        joined_rows: dict[int, list[tuple[PendingBatch, np.ndarray, np.ndarray]]] = {}
-        newest = -1
-        has = found.batch_index >= 0
-        slots = found.batch_index[has]
-        rows_in_batch = found.row[has]
-        positions = candidates[has]
-        by_slot = np.argsort(slots, kind="stable")
-        slots, rows_in_batch, positions = slots[by_slot], rows_in_batch[by_slot], positions[by_slot]
-        bounds = np.flatnonzero(np.diff(slots)) + 1
-        for start, stop in zip(
-            np.concatenate(([0], bounds)), np.concatenate((bounds, [slots.size])), strict=True
-        ):
-            if start == stop:
-                continue
-            pending = found.batches[int(slots[start])]
-            rows, where = rows_in_batch[start:stop], positions[start:stop]
-            if not pending.live:
-                outcome[where] = _EXPIRED
-                continue
-            assert pending.labelled is not None
-            again = pending.labelled[rows]
-            outcome[where[again]] = _DUPLICATE
-            rows, where = rows[~again], where[~again]
-            if not rows.size:
-                continue
-            pending.labelled[rows] = True
-            joined_rows.setdefault(pending.window_start_ms, []).append((pending, rows, where))
-            newest = max(newest, pending.offset)
+        sorted_ids = ids[order]
+        repeat = np.concatenate(([False], sorted_ids[1:] == sorted_ids[:-1]))
+        repeat &= outcome[order] == _JOIN
+        outcome[order[repeat]] = _DUPLICATE
+        candidates = order[outcome[order] == _JOIN]
+        rows = pending.lookup(ids[candidates])
+        known = rows >= 0
+        outcome[candidates[~known]] = _UNMATCHED
+        candidates, rows = candidates[known], rows[known]
+        live = pending.is_live(rows)
+        outcome[candidates[~live]] = _EXPIRED
+        candidates, rows = candidates[live], rows[live]
+        again = pending.labelled(rows)
+        outcome[candidates[again]] = _DUPLICATE
+        candidates, rows = candidates[~again], rows[~again]
         actions: list[Action] = []
-        for start_ms, parts in sorted(joined_rows.items()):
-            window = self.windows[start_ms]
-            if window.through_offset >= offset:
-                continue  # counted before a crash; only the joined marks were lost
-            probs = np.concatenate([p.probs[r] for p, r, _ in parts])  # type: ignore[index]
-            predicted = np.concatenate([p.predicted[r] for p, r, _ in parts])  # type: ignore[index]
-            window_labels = np.concatenate([labels[w] for _, _, w in parts])
-            window.delayed.add_labels(
-                ExactCounters.of_labels(probs.astype(np.float64), predicted, window_labels)
-            )
-            window.through_offset = offset
-            actions.append(self._put_window(window))
-        joined = outcome == _JOIN
-        if joined.any():
-            self.joins[offset] = newest
+        if rows.size:
+            pending.mark_labelled(rows)
+            probs, predicted, windows = pending.data(rows)
+            joined_labels = labels[candidates]
+            for start_ms in np.unique(windows).tolist():
+                window = self.windows[start_ms]
+                if window.through_offset >= offset:
+                    continue  # counted before a crash; only the joined marks were lost
+                mine = windows == start_ms
+                window.delayed.add_labels(
+                    ExactCounters.of_labels(
+                        probs[mine].astype(np.float64), predicted[mine], joined_labels[mine]
+                    )
+                )
+                window.through_offset = offset
+                actions.append(self._put_window(window))
+            self.joins[offset] = pending.batch_of(int(rows.max())).offset
             actions.append(
                 PutState(
                     joined_key(self.partition, self.agent_id, offset),
-                    codec.pack(_JOINED_MAGIC, {}, {"ids": ids[joined]}),
+                    codec.pack(_JOINED_MAGIC, {}, {"ids": ids[candidates]}),
                 )
             )
         counts = np.bincount(outcome, minlength=len(OUTCOMES))
@@ -435,7 +453,7 @@ class AgentLabels:
         cls,
         partition: int,
         agent_id: str,
-        pending: Iterable[PendingBatch],
+        pending: Iterable[tuple[PendingBatch, PendingData | None]],
         joined: Iterable[tuple[int, np.ndarray]],
         windows: Iterable[LabelWindow],
         open_starts: set[int],
@@ -447,21 +465,26 @@ class AgentLabels:
                 # closes again on replay.
                 window.closed, window.revisions = None, 0
             labels.windows[window.start_ms] = window
-        for batch in sorted(pending, key=lambda b: b.offset):
-            labels.pending.add(batch)
+        batches = sorted(pending, key=lambda entry: entry[0].offset)
+        live_classes = [data[1].shape[1] for _, data in batches if data is not None]
+        if not batches:
+            return labels
+        labels.pending = rows = PendingRows(live_classes[-1] if live_classes else 2)
+        for batch, data in batches:
+            if data is not None and data[1].shape[1] != rows.n_classes:
+                batch.live, data = False, None  # from before a class-count change
+            rows.add(batch, *(data or ()))
             if batch.live:
-                assert batch.probs is not None
-                labels._window(batch.window_start_ms, batch.probs.shape[1]).live_batches += 1
+                labels._window(batch.window_start_ms, rows.n_classes).live_batches += 1
         for offset, ids in sorted(joined, key=lambda j: j[0]):
-            found = labels.pending.lookup(ids)
-            newest = -1
-            for slot in np.unique(found.batch_index[found.batch_index >= 0]):
-                batch = found.batches[int(slot)]
-                newest = max(newest, batch.offset)
-                if batch.live:
-                    assert batch.labelled is not None
-                    batch.labelled[found.row[found.batch_index == slot]] = True
-            labels.joins[offset] = newest
+            found = rows.lookup(ids)
+            found = found[found >= 0]
+            if found.size:
+                labels.joins[offset] = rows.batch_of(int(found.max())).offset
+                found = found[rows.is_live(found)]
+                rows.mark_labelled(found)
+            else:
+                labels.joins[offset] = -1
         return labels
 
     def stale_windows(self, open_starts: set[int]) -> list[int]:

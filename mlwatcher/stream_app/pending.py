@@ -3,8 +3,8 @@
 An agent's prediction batches that carry ``prediction_ids`` stay here after their rows were
 counted, so a label sent later (a :class:`~mlwatcher.schemas.LabelBatch`) can find its row by
 id hash. Per row only what the label metrics need is kept: the id hash (8 bytes), the
-predicted class (2), the probabilities (4 per class, float32 as on the wire) and a labelled
-flag (1), plus 16 bytes in the index: 8 + 2 + 4·C + 1 + 16 bytes, 67 bytes at 10 classes.
+predicted class (2), the probabilities (4 per class, float32 as on the wire), its window (8)
+and two flags (2), plus 16 bytes in the index: 36 + 4·C bytes, 76 bytes at 10 classes.
 
 A batch is *live* until it is ``ttl`` older than the agent's stream time or, when the agent
 holds more than ``max_rows`` live rows, until it is the oldest (by offset); then it
@@ -12,9 +12,10 @@ holds more than ``max_rows`` live rows, until it is the oldest (by offset); then
 from one that never had a prediction, for one more ttl (and at most ``max_rows`` ids), after
 which the batch is *forgotten*.
 
-The index is a log-structured merge of sorted runs (numpy ``searchsorted`` per run, runs of
-similar size merged on insert), so adding a batch and looking up a batch of labels cost
-O(log) per row with no per-row Python work.
+Every row has a global number (in arrival order). The index is a log-structured merge of
+sorted runs of (id, row number), runs of similar size merged on insert; the rows' data sit
+in column arrays indexed by row number (compacted as old rows expire). So adding a batch and
+joining a batch of labels cost O(log) per row, with numpy doing the per-row work.
 """
 
 from __future__ import annotations
@@ -34,35 +35,12 @@ class PendingBatch:
     window_start_ms: int
     event_time_ms: int
     ids: np.ndarray  # (n,) uint64
-    predicted: np.ndarray | None  # (n,) int16; None once expired
-    probs: np.ndarray | None  # (n, C) float32; None once expired
-    labelled: np.ndarray | None  # (n,) bool; None once expired
-    first_row: int = -1  # global number of row 0 in the index
-
-    @property
-    def live(self) -> bool:
-        return self.probs is not None
+    live: bool = True
+    first_row: int = -1  # global number of row 0
 
     @property
     def n_rows(self) -> int:
         return int(self.ids.shape[0])
-
-    def expire(self) -> None:
-        self.predicted = self.probs = self.labelled = None
-
-    @property
-    def nbytes(self) -> int:
-        parts = [self.ids, self.predicted, self.probs, self.labelled]
-        return sum(p.nbytes for p in parts if p is not None) + INDEX_BYTES_PER_ROW * self.n_rows
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """Where each looked-up id is: ``batch_index`` into :attr:`batches` (-1: unknown id)."""
-
-    batches: list[PendingBatch]
-    batch_index: np.ndarray  # (k,) int64
-    row: np.ndarray  # (k,) int64, row within its batch
 
 
 @dataclass(frozen=True)
@@ -72,51 +50,76 @@ class Expiry:
 
 
 class PendingRows:
-    """One agent's pending prediction rows."""
+    """One agent's pending prediction rows (all of one class count)."""
 
-    def __init__(self) -> None:
+    def __init__(self, n_classes: int) -> None:
+        self.n_classes = n_classes
         self.live: dict[int, PendingBatch] = {}  # by offset, insertion (= offset) order
         self.expired: dict[int, PendingBatch] = {}  # by offset, expiry order
         self.live_rows = 0
         self.expired_rows = 0
         self._by_age: list[tuple[int, int]] = []  # heap of (event time, offset), lazy
-        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted ids, global rows)
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted ids, row numbers)
         self._starts: list[int] = []  # first_row of every indexed batch, ascending
         self._indexed: list[PendingBatch | None] = []  # aligned with _starts; None: forgotten
-        self._next_row = 0
         self._alive: np.ndarray | None = None  # cache: which indexed batches are not forgotten
+        self._next_row = 0
+        # Row data by row number - base: only rows from base on have data.
+        self._base = 0
+        self._probs = np.empty((0, n_classes), np.float32)
+        self._predicted = np.empty(0, np.int16)
+        self._window = np.empty(0, np.int64)
+        self._labelled = np.empty(0, bool)
+        self._is_live = np.empty(0, bool)
 
     def __contains__(self, offset: int) -> bool:
         return offset in self.live or offset in self.expired
 
+    def __bool__(self) -> bool:
+        return bool(self.live or self.expired)
+
     @property
     def nbytes(self) -> int:
-        return sum(b.nbytes for b in self.live.values()) + sum(
-            b.nbytes for b in self.expired.values()
-        )
+        """Bytes held for the live rows and the expired ids (data, index, ids)."""
+        per_live = 4 * self.n_classes + 2 + 8 + 1 + 1
+        rows = self.live_rows + self.expired_rows
+        return per_live * self.live_rows + (8 + INDEX_BYTES_PER_ROW) * rows
 
     def oldest_offset(self) -> int | None:
         """The smallest offset still known (live or expired)."""
         return min(next(iter(d)) for d in (self.live, self.expired) if d) if self else None
 
-    def __bool__(self) -> bool:
-        return bool(self.live or self.expired)
-
     # -- changes ------------------------------------------------------------------------------
-    def add(self, batch: PendingBatch) -> None:
-        """Index a batch (live, or already expired when restored as such)."""
+    def add(
+        self,
+        batch: PendingBatch,
+        predicted: np.ndarray | None = None,
+        probs: np.ndarray | None = None,
+        labelled: np.ndarray | None = None,
+    ) -> None:
+        """Index a batch: live with its rows' data, or (restored as such) already expired."""
+        n = batch.n_rows
         batch.first_row = self._next_row
-        self._next_row += batch.n_rows
+        self._next_row += n
         self._starts.append(batch.first_row)
         self._indexed.append(batch)
         self._alive = None
         if batch.live:
+            assert predicted is not None and probs is not None and labelled is not None
+            at = self._reserve(n)
+            self._probs[at : at + n] = probs
+            self._predicted[at : at + n] = predicted
+            self._window[at : at + n] = batch.window_start_ms
+            self._labelled[at : at + n] = labelled
+            self._is_live[at : at + n] = True
             self.live[batch.offset] = batch
-            self.live_rows += batch.n_rows
+            self.live_rows += n
             heapq.heappush(self._by_age, (batch.event_time_ms, batch.offset))
         else:
+            at = self._reserve(n)
+            self._is_live[at : at + n] = False
             self.expired[batch.offset] = batch
-            self.expired_rows += batch.n_rows
+            self.expired_rows += n
         order = np.argsort(batch.ids, kind="stable")
         rows = np.arange(batch.first_row, self._next_row, dtype=np.int64)
         self._runs.append((batch.ids[order], rows[order]))
@@ -133,33 +136,40 @@ class PendingRows:
                 expired.append(self._expire(offset))
         while self.live_rows > max_rows:
             expired.append(self._expire(next(iter(self.live))))
-        forgotten: list[PendingBatch] = []
-        while self.expired:
-            oldest = next(iter(self.expired.values()))
-            if self.expired_rows <= max_rows and oldest.event_time_ms + 2 * ttl_ms > stream_time_ms:
-                break
-            forgotten.append(self._forget(oldest.offset))
-        return Expiry(expired, forgotten)
+        return Expiry(expired, self._forget_due(stream_time_ms, ttl_ms, max_rows))
+
+    def expire_all(self) -> list[PendingBatch]:
+        return [self._expire(offset) for offset in list(self.live)]
 
     def _expire(self, offset: int) -> PendingBatch:
         batch = self.live.pop(offset)
         self.live_rows -= batch.n_rows
-        batch.expire()
+        batch.live = False
+        at = batch.first_row - self._base
+        self._is_live[at : at + batch.n_rows] = False
         self.expired[offset] = batch
         self.expired_rows += batch.n_rows
         return batch
 
-    def _forget(self, offset: int) -> PendingBatch:
-        batch = self.expired.pop(offset)
-        self.expired_rows -= batch.n_rows
-        slot = int(np.searchsorted(self._starts, batch.first_row))
-        self._indexed[slot] = None
-        self._alive = None
-        return batch
+    def _forget_due(self, stream_time_ms: int, ttl_ms: int, max_rows: int) -> list[PendingBatch]:
+        forgotten = []
+        while self.expired:
+            oldest = next(iter(self.expired.values()))
+            if self.expired_rows <= max_rows and oldest.event_time_ms + 2 * ttl_ms > stream_time_ms:
+                break
+            self.expired.pop(oldest.offset)
+            self.expired_rows -= oldest.n_rows
+            self._indexed[int(np.searchsorted(self._starts, oldest.first_row))] = None
+            self._alive = None
+            forgotten.append(oldest)
+        return forgotten
 
-    # -- lookup -------------------------------------------------------------------------------
-    def lookup(self, ids: np.ndarray) -> Lookup:
-        """Find each id's row; where an id was sent twice, the newer prediction wins."""
+    # -- rows ---------------------------------------------------------------------------------
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Row number of each id (-1: unknown or forgotten); of two equal ids, the newer one.
+
+        Sorted ids search several times faster (memory order), so the caller may pass them so.
+        """
         found = np.full(ids.shape[0], -1, np.int64)
         for run_ids, run_rows in reversed(self._runs):  # newest run first
             if not run_ids.size:
@@ -167,18 +177,65 @@ class PendingRows:
             # the rightmost equal id: within a merged run, the newer of two equal ids
             pos = np.searchsorted(run_ids, ids, side="right") - 1
             np.maximum(pos, 0, out=pos)
-            hit = (run_ids[pos] == ids) & (found < 0)
+            hit = run_ids[pos] == ids
+            hit &= found < 0
             found[hit] = run_rows[pos[hit]]
-        batch_index = np.full(ids.shape[0], -1, np.int64)
-        row = np.zeros(ids.shape[0], np.int64)
-        has = found >= 0
-        if has.any():
-            starts = np.asarray(self._starts, np.int64)
-            slot = np.searchsorted(starts, found[has], side="right") - 1
-            known = self._alive_mask()[slot]
-            batch_index[np.flatnonzero(has)[known]] = slot[known]
-            row[np.flatnonzero(has)[known]] = found[has][known] - starts[slot[known]]
-        return Lookup(self._indexed, batch_index, row)  # type: ignore[arg-type]
+        known = found >= 0
+        if known.any():
+            found[known] = np.where(self._rows_known(found[known]), found[known], -1)
+        return found
+
+    def is_live(self, rows: np.ndarray) -> np.ndarray:
+        """Whether each known row (>= 0) still has its data (not expired)."""
+        at = rows - self._base
+        out = at >= 0
+        out[out] = self._is_live[at[out]]
+        return out
+
+    def labelled(self, rows: np.ndarray) -> np.ndarray:
+        return self._labelled[rows - self._base]
+
+    def mark_labelled(self, rows: np.ndarray) -> None:
+        self._labelled[rows - self._base] = True
+
+    def data(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities, predicted class, window start) of live rows."""
+        at = rows - self._base
+        return self._probs[at], self._predicted[at].astype(np.intp), self._window[at]
+
+    def batch_data(self, batch: PendingBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(predicted, probabilities, labelled) of a live batch's rows."""
+        at = batch.first_row - self._base
+        stop = at + batch.n_rows
+        return self._predicted[at:stop], self._probs[at:stop], self._labelled[at:stop]
+
+    def batch_of(self, row: int) -> PendingBatch:
+        batch = self._indexed[int(np.searchsorted(self._starts, row, side="right")) - 1]
+        assert batch is not None
+        return batch
+
+    # -- internals ----------------------------------------------------------------------------
+    def _reserve(self, n: int) -> int:
+        """Room for ``n`` new rows' data; returns where the first goes."""
+        end = self._next_row - self._base  # _next_row already counts the new rows
+        if end > self._probs.shape[0]:
+            oldest_live = next(iter(self.live.values())).first_row if self.live else None
+            keep_from = (self._next_row - n) if oldest_live is None else oldest_live
+            keep = slice(keep_from - self._base, self._next_row - n - self._base)
+            capacity = max(1024, 2 * (self._next_row - keep_from))
+            probs = np.empty((capacity, self.n_classes), np.float32)
+            columns = [np.empty(capacity, a.dtype) for a in self._row_columns()]
+            kept = keep.stop - keep.start
+            probs[:kept] = self._probs[keep]
+            for new, old in zip(columns, self._row_columns(), strict=True):
+                new[:kept] = old[keep]
+            self._probs = probs
+            self._predicted, self._window, self._labelled, self._is_live = columns
+            self._base = keep_from
+        return self._next_row - n - self._base
+
+    def _row_columns(self) -> list[np.ndarray]:
+        return [self._predicted, self._window, self._labelled, self._is_live]
 
     def _merge_last_two(self) -> None:
         (ids_b, rows_b), (ids_a, rows_a) = self._runs.pop(), self._runs.pop()

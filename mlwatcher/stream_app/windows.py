@@ -49,7 +49,13 @@ from mlwatcher.stream_app.actions import (
     LabelsCounted,
     PutState,
 )
-from mlwatcher.stream_app.labels import AgentLabels, LabelWindow, unpack_joined, unpack_pending
+from mlwatcher.stream_app.labels import (
+    AgentLabels,
+    LabelWindow,
+    PendingData,
+    unpack_joined,
+    unpack_pending,
+)
 from mlwatcher.stream_app.pending import PendingBatch
 from mlwatcher.stream_app.settings import WindowPolicy
 from mlwatcher.stream_app.state_codec import (
@@ -164,7 +170,11 @@ class WindowManager:
 
     @property
     def pending_label_rows(self) -> int:
-        return sum(a.labels.pending.live_rows for a in self.agents.values() if a.labels)
+        return sum(
+            a.labels.pending.live_rows
+            for a in self.agents.values()
+            if a.labels is not None and a.labels.pending is not None
+        )
 
     # -- input --------------------------------------------------------------------------------
     def on_message(self, value: bytes | None, offset: int) -> list[Action]:
@@ -279,7 +289,7 @@ class WindowManager:
         metas: dict[str, AgentMeta] = {}
         references: dict[tuple[str, int], tuple[bytes, bytes]] = {}
         deltas: list[tuple[int, str, int, str, bytes, int, bytes]] = []
-        pending: dict[str, list[PendingBatch]] = {}
+        pending: dict[str, list[tuple[PendingBatch, PendingData | None]]] = {}
         joined: dict[str, list[tuple[int, np.ndarray]]] = {}
         label_windows: dict[str, list[LabelWindow]] = {}
         label_keys: dict[str, list[bytes]] = {}

@@ -233,33 +233,38 @@ def test_labels_past_ttl_or_evicted_expire_and_state_is_bounded() -> None:
 
 def test_pending_rows_lookup_matches_a_dict_through_merges_expiry_and_forgetting() -> None:
     rng = np.random.default_rng(7)
-    rows, reference = PendingRows(), {}
+    rows, reference = PendingRows(2), {}
+    probs_of: dict[int, np.ndarray] = {}
     expired: set[int] = set()
     forgotten: set[int] = set()
     for offset in range(200):
-        n = int(rng.integers(1, 60))
-        ids = rng.integers(0, 5_000, n, dtype=np.uint64)  # collisions across batches too
-        ids = np.unique(ids)
-        batch = PendingBatch(
-            offset, 0, offset * 10, ids, np.zeros(ids.size, np.int16),
-            np.zeros((ids.size, 2), np.float32), np.zeros(ids.size, bool),
-        )  # fmt: skip
-        rows.add(batch)
+        ids = np.unique(rng.integers(0, 5_000, int(rng.integers(1, 60)), dtype=np.uint64))
+        probs = rng.dirichlet(np.ones(2), ids.size).astype(np.float32)
+        batch = PendingBatch(offset, offset * 7, offset * 10, ids)
+        rows.add(batch, np.zeros(ids.size, np.int16), probs, np.zeros(ids.size, bool))
         for row, i in enumerate(ids.tolist()):
-            reference[i] = (offset, row)  # the newest prediction of an id wins
+            reference[i] = (offset, row)  # the newest prediction of an id wins (ids collide)
+        probs_of[offset] = probs
         expiry = rows.expire_due(offset * 10, ttl_ms=300, max_rows=1_500)
         expired |= {b.offset for b in expiry.expired}
         forgotten |= {b.offset for b in expiry.forgotten}
         probe = rng.integers(0, 5_000, 300, dtype=np.uint64)
         found = rows.lookup(probe)
+        live = rows.is_live(np.maximum(found, 0)) & (found >= 0)
         for k, i in enumerate(probe.tolist()):
             want = reference.get(i)
             if want is None or want[0] in forgotten:
-                assert found.batch_index[k] == -1
+                assert found[k] == -1
                 continue
-            batch_found = found.batches[found.batch_index[k]]
-            assert (batch_found.offset, int(found.row[k])) == want
-            assert batch_found.live == (want[0] not in expired)
+            batch_found = rows.batch_of(int(found[k]))
+            assert (batch_found.offset, int(found[k]) - batch_found.first_row) == want
+            assert live[k] == (want[0] not in expired)
+        hits = found[live]
+        got_probs, _, windows = rows.data(hits)
+        for row, p, w in zip(hits.tolist(), got_probs, windows.tolist(), strict=True):
+            batch_found = rows.batch_of(row)
+            assert w == batch_found.window_start_ms
+            assert (p == probs_of[batch_found.offset][row - batch_found.first_row]).all()
     assert rows.live_rows <= 1_500 and forgotten and expired - forgotten
 
 
