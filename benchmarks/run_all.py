@@ -32,6 +32,7 @@ BENCHMARKS = (
     "bench_sinks",
     "bench_prometheus",
     "bench_memory",
+    "bench_labels",
 )
 #: long runs, only with --only (bench_takeover: 50 kill -9 rounds, about 35 minutes)
 OPT_IN = ("bench_takeover",)
