@@ -98,8 +98,13 @@ class LabelWindow:
         return counters
 
     @property
+    def labelled_rows(self) -> int:
+        in_call = 0 if self.closed is None else self.closed.in_call.labelled_rows
+        return in_call + self.delayed.labelled_rows
+
+    @property
     def dirty(self) -> bool:
-        return self.closed is not None and self.total().labelled_rows > self.labelled_at_record
+        return self.closed is not None and self.labelled_rows > self.labelled_at_record
 
     @property
     def finished(self) -> bool:
@@ -218,6 +223,7 @@ class AgentLabels:
         #: label batch offset -> the newest pending batch it labelled (its entry can go once
         #: every pending batch up to that one is forgotten)
         self.joins: dict[int, int] = {}
+        self.dirty: set[int] = set()  # closed windows with labels their last record lacks
 
     # -- predictions --------------------------------------------------------------------------
     def add_predictions(
@@ -268,7 +274,7 @@ class AgentLabels:
             actions.append(DeleteState(joined_key(self.partition, self.agent_id, offset)))
         self.joins.clear()
         self.pending = PendingRows(n_classes)
-        actions.extend(self._retire_finished())
+        actions.extend(self._retire(list(self.windows)))
         return actions
 
     def expire(self, stream_time_ms: int, policy: WindowPolicy) -> list[Action]:
@@ -280,6 +286,7 @@ class AgentLabels:
         )
         actions: list[Action] = []
         forgotten = {b.offset for b in expiry.forgotten}
+        touched = {b.window_start_ms for b in expiry.expired}
         for batch in expiry.expired:
             self.windows[batch.window_start_ms].live_batches -= 1
             if batch.offset not in forgotten:
@@ -294,7 +301,7 @@ class AgentLabels:
                 break
             del self.joins[offset]
             actions.append(DeleteState(joined_key(self.partition, self.agent_id, offset)))
-        actions.extend(self._retire_finished())
+        actions.extend(self._retire(touched))
         return actions
 
     # -- labels -------------------------------------------------------------------------------
@@ -341,6 +348,8 @@ class AgentLabels:
                     )
                 )
                 window.through_offset = offset
+                if window.closed is not None:
+                    self.dirty.add(start_ms)
                 actions.append(self._put_window(window))
             self.joins[offset] = pending.batch_of(int(rows.max())).offset
             actions.append(
@@ -406,7 +415,7 @@ class AgentLabels:
             in_call=in_call.labels_only(),
         )
         window.last_record_ms = now_ms
-        window.labelled_at_record = window.total().labelled_rows
+        window.labelled_at_record = window.labelled_rows
         if window.finished:
             del self.windows[start_ms]
             if window.through_offset >= 0:  # written before: its entry goes too
@@ -415,16 +424,18 @@ class AgentLabels:
         return [self._put_window(window)]
 
     def next_revision_ms(self, interval_ms: int) -> int | None:
-        due = [w.last_record_ms + interval_ms for w in self.windows.values() if w.dirty]
+        due = [self.windows[s].last_record_ms + interval_ms for s in self.dirty]
         return min(due, default=None)
 
     def revise(self, now_ms: int, interval_ms: int) -> list[Action]:
         """Label revisions of every dirty window whose interval has passed, oldest first."""
         actions: list[Action] = []
-        for start_ms in sorted(self.windows):
+        revised = []
+        for start_ms in sorted(self.dirty):
             window = self.windows[start_ms]
-            if not window.dirty or now_ms < window.last_record_ms + interval_ms:
+            if now_ms < window.last_record_ms + interval_ms:
                 continue
+            revised.append(start_ms)
             closed = window.closed
             assert closed is not None
             total = window.total()
@@ -444,7 +455,8 @@ class AgentLabels:
             window.last_record_ms = now_ms
             window.labelled_at_record = total.labelled_rows
             actions.append(self._put_window(window))
-        actions.extend(self._retire_finished())
+        self.dirty.difference_update(revised)
+        actions.extend(self._retire(revised))
         return actions
 
     # -- restore ------------------------------------------------------------------------------
@@ -465,6 +477,8 @@ class AgentLabels:
                 # closes again on replay.
                 window.closed, window.revisions = None, 0
             labels.windows[window.start_ms] = window
+            if window.dirty:
+                labels.dirty.add(window.start_ms)
         batches = sorted(pending, key=lambda entry: entry[0].offset)
         live_classes = [data[1].shape[1] for _, data in batches if data is not None]
         if not batches:
@@ -487,6 +501,10 @@ class AgentLabels:
                 labels.joins[offset] = -1
         return labels
 
+    def retire_finished(self) -> list[Action]:
+        """After a restore: drop the label state of windows nothing needs any more."""
+        return self._retire(list(self.windows))
+
     def stale_windows(self, open_starts: set[int]) -> list[int]:
         """Windows with label state but neither open nor revisable (dropped at restore)."""
         return [s for s, w in self.windows.items() if w.closed is None and s not in open_starts]
@@ -503,9 +521,10 @@ class AgentLabels:
             labels_key(self.partition, self.agent_id, window.start_ms), window.to_bytes()
         )
 
-    def _retire_finished(self) -> list[Action]:
+    def _retire(self, starts: Iterable[int]) -> list[Action]:
+        """Drop the label state of those of ``starts`` that nothing needs any more."""
         actions: list[Action] = []
-        for start_ms in [s for s, w in self.windows.items() if w.finished]:
+        for start_ms in [s for s in starts if s in self.windows and self.windows[s].finished]:
             del self.windows[start_ms]
             actions.append(DeleteState(labels_key(self.partition, self.agent_id, start_ms)))
         return actions

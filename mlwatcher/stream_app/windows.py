@@ -373,6 +373,7 @@ class WindowManager:
             for start in agent.labels.stale_windows(set(agent.open)):
                 del agent.labels.windows[start]
                 actions.append(DeleteState(labels_key(self.partition, agent_id, start)))
+            actions.extend(agent.labels.retire_finished())
         return actions
 
     # -- internals ----------------------------------------------------------------------------
