@@ -30,6 +30,7 @@ from mlwatcher.demo import offline
 from mlwatcher.demo.processes import ChildProcess, DemoProcessError, wait_for
 from mlwatcher.demo.scenarios import (
     AGENTS,
+    NEVER,
     DemoBatch,
     DigitsModels,
     Timeline,
@@ -176,6 +177,7 @@ class _DemoRun:
         self.children: list[ChildProcess] = []
         self.agents: dict[str, object] = {}
         self.web_port = 0
+        self.labels_sent = 0
         self.topics = {
             "predictions": f"mlwatcher-demo-{self.run_id}.predictions",
             "metrics": f"mlwatcher-demo-{self.run_id}.metrics",
@@ -222,6 +224,7 @@ class _DemoRun:
         self._wait_for_worker()
         rows, batches = self._send_traffic(models, timeline, bootstrap)
         written = self._wait_for_windows(timeline)
+        self._wait_for_labels()
         stats = self._worker_stats()
         self._shutdown(quick=False)
         report_html = None
@@ -301,6 +304,9 @@ class _DemoRun:
             str(self.settings.grace_ms),
             "--web-port",
             str(self.web_port),
+            # labels come once per window: half a window lets every label batch revise
+            "--label-revision-interval",
+            f"{self.settings.window_s / 2:g}s",
         ]
         for agent in AGENTS:
             args += ["--reference", f"{agent}={reference_path}"]
@@ -378,32 +384,53 @@ class _DemoRun:
         wall_start = time.monotonic()
         rows = batches = 0
         next_progress = wall_start + settings.progress_interval_s
+        labels = _LabelSchedule()
         for batch in generate_traffic(models, timeline, settings.seed):
             due = wall_start + (batch.event_time - timeline.start_time) / settings.speed
             while (pause := due - time.monotonic()) > 0:
                 time.sleep(min(pause, 0.5))
+            self._send_labels(labels.due(timeline, batch.event_time), clocks)
             self._send(clocks[batch.agent_id], batch)
+            labels.add(batch)
             rows += batch.n_rows
             batches += 1
             if time.monotonic() >= next_progress:
                 self._check_children()
                 self._progress(timeline, batch.event_time, rows)
                 next_progress += settings.progress_interval_s
-        self._send_closing_batches(models, timeline, clocks)
+        closing_time = self._send_closing_batches(models, timeline, clocks)
+        # The labels still owed, one window apart after the last window closed.
+        for k, (_, sends) in enumerate(labels.rest()):
+            for send in sends:
+                send.at = closing_time + (k + 1) * timeline.window_seconds
+            self._send_labels(sends, clocks)
         for agent in self.agents.values():
             agent.flush(30.0)  # type: ignore[attr-defined]
-        self.echo(f"traffic done: {rows} rows in {batches} batches")
+        self.labels_sent = labels.sent
+        self.echo(
+            f"traffic done: {rows} rows in {batches} batches; {labels.sent} labels sent "
+            f"1-3 windows after their predictions, {labels.never} never"
+        )
         return rows, batches
+
+    def _send_labels(self, sends: list[_LabelSend], clocks: dict[str, SimulatedClock]) -> None:
+        for send in sends:
+            clocks[send.agent_id].now = send.at
+            self.agents[send.agent_id].collect_labels(  # type: ignore[attr-defined]
+                send.prediction_ids, send.labels
+            )
 
     def _send(self, clock: SimulatedClock, batch: DemoBatch) -> None:
         clock.now = batch.event_time
         self.agents[batch.agent_id].collect_data(  # type: ignore[attr-defined]
-            batch.probabilities, batch.features, batch.labels
+            batch.probabilities,
+            batch.features,
+            prediction_ids=list(batch.prediction_ids) or None,
         )
 
     def _send_closing_batches(
         self, models: DigitsModels, timeline: Timeline, clocks: dict[str, SimulatedClock]
-    ) -> None:
+    ) -> float:
         # Moves each agent's stream time past the last window's end + grace.
         event_time = timeline.end_time + 2 * self.settings.grace_ms / 1000
         pixels = models.traffic_inputs[:1]
@@ -417,6 +444,7 @@ class _DemoRun:
                 labels=models.traffic_labels[:1],
             )
             self._send(clocks[agent], closing)
+        return event_time
 
     def _progress(self, timeline: Timeline, event_time: float, rows: int) -> None:
         index = min(timeline.window_index(event_time), timeline.n_windows - 1)
@@ -450,11 +478,76 @@ class _DemoRun:
         self.echo(f"{written}/{len(expected)} windows written to {self.parquet_dir}")
         return written
 
+    def _wait_for_labels(self) -> None:
+        """Until the worker joined every label and the Parquet data set holds its revisions."""
+        self.echo(f"waiting for the {self.labels_sent} labels and their revisions ...")
+
+        def joined() -> float:
+            return self._worker_stats().get('labels{outcome="joined"}', 0.0)
+
+        def settled() -> bool:
+            self._check_children()
+            if joined() < self.labels_sent:
+                return False
+            revisions = self._worker_stats().get("label_revisions", 0.0)
+            return revisions_in_parquet(self.parquet_dir) >= revisions
+
+        try:
+            wait_for(settled, self.settings.settle_timeout_s, "the label revisions", 0.5)
+        except TimeoutError:
+            self.echo(f"warning: {self.labels_sent - joined():.0f} labels not joined yet")
+        self.echo(
+            f"{joined():.0f} labels joined; {revisions_in_parquet(self.parquet_dir)} label "
+            "revisions in the Parquet data set"
+        )
+
     def _windows_written(self) -> set[tuple[str, int]]:
         return windows_in_parquet(self.parquet_dir)
 
     def _worker_stats(self) -> dict[str, float]:
         return scrape_worker_metrics(f"http://127.0.0.1:{self.web_port}/metrics")
+
+
+@dataclass
+class _LabelSend:
+    agent_id: str
+    at: float  # simulated epoch seconds
+    prediction_ids: list[str]
+    labels: np.ndarray
+
+
+class _LabelSchedule:
+    """The demo's delayed labels: each window's are sent (per agent) at its start."""
+
+    def __init__(self) -> None:
+        self.by_window: dict[int, dict[str, tuple[list[str], list[np.ndarray]]]] = {}
+        self.sent = self.never = 0
+
+    def add(self, batch: DemoBatch) -> None:
+        assert batch.label_window is not None
+        for window in np.unique(batch.label_window).tolist():
+            rows = np.flatnonzero(batch.label_window == window)
+            if window == NEVER:
+                self.never += rows.size
+                continue
+            ids, labels = self.by_window.setdefault(window, {}).setdefault(batch.agent_id, ([], []))
+            ids.extend(batch.prediction_ids[r] for r in rows.tolist())
+            labels.append(batch.labels[rows])
+
+    def due(self, timeline: Timeline, now: float) -> list[_LabelSend]:
+        ready = [w for w in self.by_window if timeline.window_start(w) <= now]
+        return [s for w in sorted(ready) for s in self._take(w, timeline.window_start(w))]
+
+    def rest(self) -> list[tuple[int, list[_LabelSend]]]:
+        return [(w, self._take(w, 0.0)) for w in sorted(self.by_window)]
+
+    def _take(self, window: int, at: float) -> list[_LabelSend]:
+        sends = [
+            _LabelSend(agent, at, ids, np.concatenate(labels))
+            for agent, (ids, labels) in sorted(self.by_window.pop(window).items())
+        ]
+        self.sent += sum(len(s.prediction_ids) for s in sends)
+        return sends
 
 
 def _prepare(settings: DemoSettings, *, start: float, echo: Echo) -> tuple[DigitsModels, Timeline]:
@@ -484,11 +577,33 @@ def windows_in_parquet(root: Path) -> set[tuple[str, int]]:
     return set(zip(agents, np.asarray(starts, dtype=np.int64).tolist(), strict=True))
 
 
+def revisions_in_parquet(root: Path) -> int:
+    """How many label revisions (records with revision >= 1) a Parquet data set holds."""
+    if not root.is_dir():
+        return 0
+    try:
+        table = ds.dataset(root, format="parquet", partitioning=hive_partitioning()).to_table(
+            columns=["agent_id", "window_start", "revision"]
+        )
+    except (OSError, ValueError):
+        return 0
+    keys = set(
+        zip(
+            table.column("agent_id").to_pylist(),
+            table.column("window_start").cast("int64").to_pylist(),
+            table.column("revision").to_pylist(),
+            strict=True,
+        )
+    )
+    return sum(1 for _, _, revision in keys if revision)
+
+
 _PROMETHEUS_LINE = re.compile(r"^mlwatcher_worker_([a-z_]+?)(?:_total)?(\{[^}]*\})? ([0-9.eE+-]+)$")
 
 
 def scrape_worker_metrics(url: str) -> dict[str, float]:
-    """The worker's Prometheus counters without labels (``rows``, ``records_emitted`` ...)."""
+    """The worker's Prometheus counters without labels (``rows``, ``records_emitted`` ...),
+    and the delayed labels by outcome (``labels{outcome="joined"}``)."""
     try:
         with urllib.request.urlopen(url, timeout=2.0) as response:
             text = response.read().decode()
@@ -499,6 +614,8 @@ def scrape_worker_metrics(url: str) -> dict[str, float]:
         match = _PROMETHEUS_LINE.match(line)
         if match and not match.group(2):
             stats[match.group(1)] = float(match.group(3))
+        elif match and match.group(1) == "labels":
+            stats[f"labels{match.group(2)}"] = float(match.group(3))
     return stats
 
 

@@ -8,6 +8,10 @@ Like the 2019 example (three MNIST agents on one server), but Kafka-free and det
 - ``digits_wrong_model``: for the same stretch, a model trained on ~95% odd digits replaces
   the good one (a bad deployment); inputs stay normal, predictions and accuracy collapse.
 
+As in production, the true digits come later than the predictions: each row has an id, and
+its label is sent 1–3 windows after the prediction (``LABEL_DELAYS``, at the start of a
+later window, as a review job would), or never for ``LABEL_NEVER_SHARE`` of the rows.
+
 Event times are simulated: each agent's batches are scheduled on a timeline measured in
 windows, so a short run covers many windows. The caller decides how the simulated clock maps
 onto the wall clock (see :mod:`mlwatcher.demo.orchestrator`).
@@ -32,6 +36,11 @@ AGENTS: tuple[str, ...] = (AGENT_OK, AGENT_WRONG_INPUTS, AGENT_WRONG_MODEL)
 PHASE_NORMAL = "normal"
 PHASE_INVERTED = "inverted_inputs"
 PHASE_BAD_MODEL = "bad_model"
+
+#: a row's label is sent at the start of window (its window + 1 + one of these)
+LABEL_DELAYS = (1, 2)
+LABEL_NEVER_SHARE = 0.15
+NEVER = -1
 
 PIXEL_MAX = 16.0  # load_digits pixels are integers in [0, 16]
 ODD_DIGITS = (1, 3, 5, 7, 9)
@@ -178,6 +187,9 @@ class DemoBatch:
     probabilities: np.ndarray  # (rows, 10)
     features: np.ndarray  # (rows, 64) pixels
     labels: np.ndarray  # (rows,) true digits
+    prediction_ids: tuple[str, ...] = ()
+    #: per row, the index of the window at whose start its label is sent; NEVER: not sent
+    label_window: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
@@ -219,7 +231,14 @@ def generate_traffic(
     """
     settings = settings or TrafficSettings()
     streams = [
-        _agent_stream(agent, models, timeline, settings, np.random.default_rng([seed, number]))
+        _agent_stream(
+            agent,
+            models,
+            timeline,
+            settings,
+            np.random.default_rng([seed, number]),
+            np.random.default_rng([seed, number, 1]),  # label delays: the traffic stays as is
+        )
         for number, agent in enumerate(AGENTS)
         if agent in settings.agents
     ]
@@ -232,9 +251,11 @@ def _agent_stream(
     timeline: Timeline,
     settings: TrafficSettings,
     rng: np.random.Generator,
+    label_rng: np.random.Generator,
 ) -> Iterator[DemoBatch]:
     mean_gap = timeline.window_seconds / settings.batches_per_window
     event_time = timeline.start_time + rng.uniform(0, mean_gap)
+    sent = 0
     while event_time < timeline.end_time:
         n_rows = int(rng.integers(settings.min_batch_rows, settings.max_batch_rows + 1))
         rows = rng.integers(0, len(models.traffic_labels), size=n_rows)
@@ -253,5 +274,12 @@ def _agent_stream(
             probabilities=models.predict_proba(model, pixels),
             features=pixels,
             labels=labels,
+            prediction_ids=tuple(f"{agent_id}-{sent + i}" for i in range(n_rows)),
+            label_window=np.where(
+                label_rng.random(n_rows) < LABEL_NEVER_SHARE,
+                NEVER,
+                timeline.window_index(event_time) + 1 + label_rng.choice(LABEL_DELAYS, n_rows),
+            ),
         )
+        sent += n_rows
         event_time += mean_gap * rng.uniform(0.5, 1.5)
