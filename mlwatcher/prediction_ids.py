@@ -1,0 +1,257 @@
+"""Prediction ids and their 64-bit hashes: how a label sent later finds its prediction row.
+
+``collect_data(..., prediction_ids=ids)`` sends, for each row, the hash of its id, and
+``collect_labels(ids, labels)`` sends the hashes of the ids it labels; the stream worker joins
+the two on equal hashes. So this hash **is the contract** between every producer (Python here,
+or a Java/Go one) and the worker:
+
+1. **Id → bytes.** An id is a string or an integer. A string is its UTF-8 bytes (it must not
+   be empty, and must be encodable: lone surrogates are refused). An integer (Python ``int`` or
+   a numpy integer, of any size or sign) is its decimal text, ASCII, ``-`` before a negative
+   value and no leading zeros or ``+``: ``42`` → ``b"42"``, ``-7`` → ``b"-7"``. **So the
+   integer 42 and the string "42" are the same id.** Anything else (float, bool, None, bytes,
+   a nested sequence, ...) is refused: ``1.0`` and ``True`` would make ``"1.0"``/``"True"`` or
+   ``1`` ambiguous.
+2. **FNV-1a 64** over those bytes: ``h = 0xcbf29ce484222325``; for each byte ``b``:
+   ``h = (h XOR b) * 0x100000001b3 mod 2**64``.
+3. **splitmix64 finaliser** (spreads FNV's weak low bits over all 64):
+   ``h ^= h >> 30; h *= 0xbf58476d1ce4e5b9; h ^= h >> 27; h *= 0x94d049bb133111eb;
+   h ^= h >> 31`` (all mod 2**64, logical shifts).
+
+On the wire the hash is a uint64, little-endian (``PredictionBatch.prediction_ids``,
+``LabelBatch.prediction_ids``). Test vectors::
+
+    "a"       -> 0x... (see docs/schemas.md and tests/test_prediction_ids.py)
+
+Ids must be unique within one call; a duplicate raises ``InvalidBatchError`` naming the id and
+its two positions. Uniqueness is checked on the hashes, so two *distinct* ids with the same
+64-bit hash (odds about ``n**2 / 2**65`` for ``n`` ids) are refused the same way, and the
+message says it is a collision.
+
+The hashing is vectorised: ids become one fixed-width ``uint8`` matrix (strings through
+``str.encode``; numpy integer arrays are turned into decimal digits by numpy alone) and FNV-1a
+runs one numpy step per byte *column*, over all rows at once, never one Python step per row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mlwatcher.validation import InvalidBatchError
+
+ARGUMENT = "prediction_ids"
+
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+_POWERS_OF_TEN = np.array([10**p for p in range(20)], dtype=np.uint64)  # 10**19 < 2**64
+
+
+def hash_prediction_ids(ids: Any, *, argument: str = ARGUMENT) -> np.ndarray:
+    """The uint64 hashes, shape ``(n,)``, of ``n`` unique ids (list, tuple, range, numpy array
+    or pandas Series/Index of str and integers); ``InvalidBatchError(argument, ...)`` names the
+    position and the problem of a bad one."""
+    items = _as_items(ids, argument)
+    data, lengths, right_aligned = _id_bytes(items, argument)
+    hashes = _finalise(_fnv1a(data, lengths, right_aligned))
+    _refuse_duplicates(hashes, items, argument)
+    return hashes
+
+
+# -- ids → bytes ------------------------------------------------------------------------------
+
+
+def _as_items(ids: Any, argument: str) -> np.ndarray | list[Any] | tuple[Any, ...]:
+    """The ids as an indexable 1-D container: an integer, str or object array, a list or a
+    tuple."""
+    if isinstance(ids, str | bytes | bytearray | memoryview) or not hasattr(ids, "__len__"):
+        raise InvalidBatchError(
+            argument,
+            f"expected a sequence of ids (list, tuple, numpy array or pandas Series), "
+            f"got {type(ids).__name__}",
+        )
+    if isinstance(ids, dict | set | frozenset):
+        raise InvalidBatchError(
+            argument, f"expected an ordered sequence of ids, got {type(ids).__name__}"
+        )
+    if isinstance(ids, range):
+        return np.arange(ids.start, ids.stop, ids.step, dtype=np.int64)
+    if hasattr(ids, "to_numpy") and not isinstance(ids, np.ndarray):  # pandas Series / Index
+        ids = ids.to_numpy()
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1:
+            raise InvalidBatchError(
+                argument, f"expected a 1-D sequence of ids, got a {ids.ndim}-D array {ids.shape}"
+            )
+        if ids.dtype.kind not in "iuUO":
+            raise InvalidBatchError(
+                argument,
+                f"position 0: expected str or integer ids, got an array of dtype {ids.dtype}",
+            )
+        return ids.tolist() if ids.dtype.kind == "U" else ids
+    return ids if isinstance(ids, list | tuple) else list(ids)
+
+
+def _id_bytes(items: Any, argument: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Each id's bytes as the rows of a zero-padded ``uint8`` matrix, each row's length, and
+    whether the bytes end in the last column (else they start in the first)."""
+    if isinstance(items, np.ndarray) and items.dtype.kind in "iu":
+        return _decimal_bytes(items)
+    return _text_bytes(items, argument)
+
+
+def _text_bytes(ids: Any, argument: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    kinds = set(map(type, ids))
+    if not kinds:
+        return np.zeros((0, 1), dtype=np.uint8), np.zeros(0, dtype=np.int64), False
+    for kind in kinds:
+        if not _is_id_type(kind):
+            position = next(i for i, value in enumerate(ids) if type(value) is kind)
+            raise InvalidBatchError(argument, _bad_id(position, ids[position]))
+    if kinds == {str}:
+        texts = ids
+    else:
+        texts = [value if isinstance(value, str) else str(int(value)) for value in ids]
+    try:
+        encoded = list(map(str.encode, texts))
+    except UnicodeEncodeError:
+        position = next(i for i, text in enumerate(texts) if not _encodable(text))
+        raise InvalidBatchError(
+            argument, f"position {position}: {texts[position]!r} is not valid Unicode text"
+        ) from None
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    if not lengths.all():
+        raise InvalidBatchError(
+            argument, f"position {int(np.argmin(lengths))}: an id may not be the empty string"
+        )
+    # numpy's "S" dtype pads with zero bytes; the lengths keep a trailing "\x00" of an id.
+    data = np.array(encoded, dtype=f"S{int(lengths.max())}")
+    return data.view(np.uint8).reshape(len(encoded), -1), lengths, False
+
+
+def _is_id_type(kind: type) -> bool:
+    if issubclass(kind, bool | np.bool_):
+        return False
+    return issubclass(kind, str | int | np.integer)
+
+
+def _bad_id(position: int, value: Any) -> str:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"position {position}: expected a str or an integer, got {type(value).__name__} {shown}"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _decimal_bytes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Decimal text of integers with numpy alone, right-aligned in zero-padded ``uint8`` rows:
+    ``-`` then the digits, most significant first, ending in the last column."""
+    if values.dtype == np.uint64:
+        negative = np.zeros(values.shape, dtype=bool)
+        magnitude = values
+    else:
+        signed = values.astype(np.int64)
+        negative = signed < 0
+        bits = signed.view(np.uint64)
+        magnitude = np.where(negative, ~bits + np.uint64(1), bits)  # |x|, also for -2**63
+    n_digits = np.maximum(1, np.searchsorted(_POWERS_OF_TEN, magnitude, side="right"))
+    lengths = n_digits + negative
+    width = int(lengths.max()) if lengths.size else 1
+    # Column k holds the digit of 10**(width - 1 - k); the zeros left of a shorter number are
+    # outside its length, and its "-" goes just before its first digit. One division by the
+    # scalar 10 per column (numpy divides by a scalar several times faster than by an array).
+    text = np.full((values.shape[0], width), ord("0"), dtype=np.uint8)
+    quotient, ten = magnitude, np.uint64(10)
+    for column in range(width - 1, -1, -1):
+        next_quotient = quotient // ten
+        text[:, column] += (quotient - next_quotient * ten).astype(np.uint8)
+        quotient = next_quotient
+    rows = np.flatnonzero(negative)
+    text[rows, width - lengths[rows]] = ord("-")
+    return text, lengths.astype(np.int64), True
+
+
+# -- hashing ----------------------------------------------------------------------------------
+
+
+def _fnv1a(data: np.ndarray, lengths: np.ndarray, right_aligned: bool = False) -> np.ndarray:
+    """FNV-1a 64 of each row's ``lengths[i]`` bytes (its first ones, or its last ones when
+    ``right_aligned``): one numpy step per byte column.
+
+    Rows are ordered longest first, so the rows hashing at a column are a prefix and each step
+    works on a slice instead of masking every row."""
+    n_rows, width = data.shape
+    hashes = np.full(n_rows, FNV_OFFSET, dtype=np.uint64)
+    if n_rows == 0:
+        return hashes
+    order = np.argsort(-lengths, kind="stable")
+    longest_first = -lengths[order]  # ascending
+    columns = np.ascontiguousarray(data[order].T)
+    # column k is hashed by the rows longer than k (left-aligned) or than width - 1 - k
+    shorter_than = np.arange(width)
+    if right_aligned:
+        shorter_than = shorter_than[::-1]
+    active = np.searchsorted(longest_first, -shorter_than, side="left")
+    for column, count in zip(columns, active.tolist(), strict=True):
+        running = hashes[:count]
+        np.bitwise_xor(running, column[:count], out=running)
+        np.multiply(running, FNV_PRIME, out=running)
+    result = np.empty_like(hashes)
+    result[order] = hashes
+    return result
+
+
+def _finalise(x: np.ndarray) -> np.ndarray:
+    """splitmix64's output function (Steele, Lea, Flood 2014; constants of Stafford's Mix13)."""
+    x = x ^ (x >> np.uint64(30))
+    x *= _MIX_1
+    x ^= x >> np.uint64(27)
+    x *= _MIX_2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+# -- uniqueness -------------------------------------------------------------------------------
+
+
+def _refuse_duplicates(hashes: np.ndarray, ids: Any, argument: str) -> None:
+    """Names the repeat with the smallest position and the first position of its hash."""
+    if hashes.size < 2:
+        return
+    order = np.argsort(hashes, kind="stable")  # equal hashes keep their positions ascending
+    ordered = hashes[order]
+    repeat = np.empty(ordered.size, dtype=bool)
+    repeat[0] = False
+    np.equal(ordered[1:], ordered[:-1], out=repeat[1:])
+    if not repeat.any():
+        return
+    group_start = np.maximum.accumulate(np.where(repeat, 0, np.arange(ordered.size)))
+    candidates = np.flatnonzero(repeat)
+    chosen = candidates[np.argmin(order[candidates])]
+    first, second = int(order[group_start[chosen]]), int(order[chosen])
+    first_text, second_text = _id_text(ids, first), _id_text(ids, second)
+    if first_text == second_text:
+        problem = f"duplicate id {first_text!r} at positions {first} and {second}"
+    else:
+        problem = (
+            f"ids {first_text!r} (position {first}) and {second_text!r} (position {second}) "
+            f"have the same 64-bit hash {int(hashes[first]):#018x}: a hash collision, refused "
+            f"like a duplicate id (rename one of them)"
+        )
+    raise InvalidBatchError(argument, problem + "; ids must be unique within one call")
+
+
+def _id_text(items: Any, position: int) -> str:
+    value = items[position]
+    return value if isinstance(value, str) else str(int(value))
