@@ -19,9 +19,12 @@ or a Java/Go one) and the worker:
    h ^= h >> 31`` (all mod 2**64, logical shifts).
 
 On the wire the hash is a uint64, little-endian (``PredictionBatch.prediction_ids``,
-``LabelBatch.prediction_ids``). Test vectors::
+``LabelBatch.prediction_ids``). Test vectors (FNV-1a 64 alone, then the final hash)::
 
-    "a"       -> 0x... (see docs/schemas.md and tests/test_prediction_ids.py)
+    "a"            fnv 0xaf63dc4c8601ec8c   hash 0x02c0bdbf481420f8
+    "foobar"       fnv 0x85944171f73967e8   hash 0x404da9e3b74078c2
+    42 or "42"     fnv 0x07ee7e07b4b19223   hash 0xa428ce5471163b02
+    "héllo"        fnv 0xa35ff71f960240e0   hash 0x18e366c2ac71cbbe   (UTF-8: 68 c3 a9 6c 6c 6f)
 
 Ids must be unique within one call; a duplicate raises ``InvalidBatchError`` naming the id and
 its two positions. Uniqueness is checked on the hashes, so two *distinct* ids with the same
@@ -81,7 +84,7 @@ def _as_items(ids: Any, argument: str) -> np.ndarray | list[Any] | tuple[Any, ..
     if isinstance(ids, range):
         return np.arange(ids.start, ids.stop, ids.step, dtype=np.int64)
     if hasattr(ids, "to_numpy") and not isinstance(ids, np.ndarray):  # pandas Series / Index
-        ids = ids.to_numpy()
+        ids = _pandas_values(ids, argument)
     if isinstance(ids, np.ndarray):
         if ids.ndim != 1:
             raise InvalidBatchError(
@@ -94,6 +97,18 @@ def _as_items(ids: Any, argument: str) -> np.ndarray | list[Any] | tuple[Any, ..
             )
         return ids.tolist() if ids.dtype.kind == "U" else ids
     return ids if isinstance(ids, list | tuple) else list(ids)
+
+
+def _pandas_values(ids: Any, argument: str) -> np.ndarray:
+    """A Series' or Index's values; a missing value is named by position, not by the float
+    dtype pandas would turn a nullable integer column into."""
+    missing = np.asarray(ids.isna(), dtype=bool) if hasattr(ids, "isna") else None
+    if missing is not None and missing.any():
+        position = int(np.argmax(missing))
+        raise InvalidBatchError(
+            argument, f"position {position}: expected a str or an integer, got a missing value"
+        )
+    return ids.to_numpy()
 
 
 def _id_bytes(items: Any, argument: str) -> tuple[np.ndarray, np.ndarray, bool]:
