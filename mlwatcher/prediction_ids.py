@@ -38,6 +38,7 @@ runs one numpy step per byte *column*, over all rows at once, never one Python s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -59,8 +60,10 @@ def hash_prediction_ids(ids: Any, *, argument: str = ARGUMENT) -> np.ndarray:
     or pandas Series/Index of str and integers); ``InvalidBatchError(argument, ...)`` names the
     position and the problem of a bad one."""
     items = _as_items(ids, argument)
-    data, lengths, right_aligned = _id_bytes(items, argument)
-    hashes = _finalise(_fnv1a(data, lengths, right_aligned))
+    if isinstance(items, np.ndarray) and items.dtype.kind in "iu":
+        hashes = _finalise(_fnv1a_decimal(items))
+    else:
+        hashes = _finalise(_fnv1a_text(items, argument))
     _refuse_duplicates(hashes, items, argument)
     return hashes
 
@@ -111,23 +114,14 @@ def _pandas_values(ids: Any, argument: str) -> np.ndarray:
     return ids.to_numpy()
 
 
-def _id_bytes(items: Any, argument: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Each id's bytes as the rows of a zero-padded ``uint8`` matrix, each row's length, and
-    whether the bytes end in the last column (else they start in the first)."""
-    if isinstance(items, np.ndarray) and items.dtype.kind in "iu":
-        return _decimal_bytes(items)
-    return _text_bytes(items, argument)
-
-
-def _text_bytes(ids: Any, argument: str) -> tuple[np.ndarray, np.ndarray, bool]:
+def _fnv1a_text(ids: Any, argument: str) -> np.ndarray:
+    """FNV-1a 64 of each id's text: strings as UTF-8, integers as decimal."""
     kinds = set(map(type, ids))
-    if not kinds:
-        return np.zeros((0, 1), dtype=np.uint8), np.zeros(0, dtype=np.int64), False
     for kind in kinds:
         if not _is_id_type(kind):
             position = next(i for i, value in enumerate(ids) if type(value) is kind)
             raise InvalidBatchError(argument, _bad_id(position, ids[position]))
-    if kinds == {str}:
+    if kinds <= {str}:
         texts = ids
     else:
         texts = [value if isinstance(value, str) else str(int(value)) for value in ids]
@@ -139,13 +133,18 @@ def _text_bytes(ids: Any, argument: str) -> tuple[np.ndarray, np.ndarray, bool]:
             argument, f"position {position}: {texts[position]!r} is not valid Unicode text"
         ) from None
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    if not lengths.all():
+    if lengths.size and not lengths.all():
         raise InvalidBatchError(
             argument, f"position {int(np.argmin(lengths))}: an id may not be the empty string"
         )
-    # numpy's "S" dtype pads with zero bytes; the lengths keep a trailing "\x00" of an id.
-    data = np.array(encoded, dtype=f"S{int(lengths.max())}")
-    return data.view(np.uint8).reshape(len(encoded), -1), lengths, False
+    flat = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    order, active = _longest_first(lengths)
+    starts = (np.cumsum(lengths) - lengths)[order]
+
+    def column(k: int, count: int) -> np.ndarray:  # byte k of the `count` longest ids
+        return flat[starts[:count] + k]
+
+    return _fnv1a_columns(order, active, column)
 
 
 def _is_id_type(kind: type) -> bool:
@@ -169,9 +168,9 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _decimal_bytes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Decimal text of integers with numpy alone, right-aligned in zero-padded ``uint8`` rows:
-    ``-`` then the digits, most significant first, ending in the last column."""
+def _fnv1a_decimal(values: np.ndarray) -> np.ndarray:
+    """FNV-1a 64 of the decimal text of integers, computed with numpy alone: column by column
+    from the most significant digit, ``-`` before the first digit of a negative value."""
     if values.dtype == np.uint64:
         negative = np.zeros(values.shape, dtype=bool)
         magnitude = values
@@ -182,45 +181,51 @@ def _decimal_bytes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         magnitude = np.where(negative, ~bits + np.uint64(1), bits)  # |x|, also for -2**63
     n_digits = np.maximum(1, np.searchsorted(_POWERS_OF_TEN, magnitude, side="right"))
     lengths = n_digits + negative
-    width = int(lengths.max()) if lengths.size else 1
-    # Column k holds the digit of 10**(width - 1 - k); the zeros left of a shorter number are
-    # outside its length, and its "-" goes just before its first digit. One division by the
-    # scalar 10 per column (numpy divides by a scalar several times faster than by an array).
-    text = np.full((values.shape[0], width), ord("0"), dtype=np.uint8)
-    quotient, ten = magnitude, np.uint64(10)
-    for column in range(width - 1, -1, -1):
-        next_quotient = quotient // ten
-        text[:, column] += (quotient - next_quotient * ten).astype(np.uint8)
-        quotient = next_quotient
-    rows = np.flatnonzero(negative)
-    text[rows, width - lengths[rows]] = ord("-")
-    return text, lengths.astype(np.int64), True
+    order, active = _longest_first(lengths)
+    width, counts = active.size, active[::-1]  # right-aligned: see _fnv1a_columns
+    magnitude, negative = magnitude[order], negative[order]
+    any_negative = bool(negative.any())
+    ten = np.uint64(10)
+
+    def column(k: int, count: int) -> np.ndarray:
+        # The texts are right-aligned: column k holds the digit of 10**(width - 1 - k). An id
+        # starts at the column where it becomes active; that digit is a leading 0, and the
+        # place of the "-" for a negative id.
+        digits = magnitude[:count] // _POWERS_OF_TEN[width - 1 - k] % ten + np.uint64(ord("0"))
+        if any_negative:
+            new = slice(counts[k - 1] if k else 0, count)
+            digits[new][negative[new]] = ord("-")
+        return digits
+
+    return _fnv1a_columns(order, active, column, right_aligned=True)
 
 
 # -- hashing ----------------------------------------------------------------------------------
 
 
-def _fnv1a(data: np.ndarray, lengths: np.ndarray, right_aligned: bool = False) -> np.ndarray:
-    """FNV-1a 64 of each row's ``lengths[i]`` bytes (its first ones, or its last ones when
-    ``right_aligned``): one numpy step per byte column.
-
-    Rows are ordered longest first, so the rows hashing at a column are a prefix and each step
-    works on a slice instead of masking every row."""
-    n_rows, width = data.shape
-    hashes = np.full(n_rows, FNV_OFFSET, dtype=np.uint64)
-    if n_rows == 0:
-        return hashes
+def _longest_first(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The row order by length, longest first, and for each byte column k how many of those
+    rows are longer than k: the rows that hash column k are a prefix of that order."""
     order = np.argsort(-lengths, kind="stable")
-    longest_first = -lengths[order]  # ascending
-    columns = np.ascontiguousarray(data[order].T)
-    # column k is hashed by the rows longer than k (left-aligned) or than width - 1 - k
-    shorter_than = np.arange(width)
-    if right_aligned:
-        shorter_than = shorter_than[::-1]
-    active = np.searchsorted(longest_first, -shorter_than, side="left")
-    for column, count in zip(columns, active.tolist(), strict=True):
+    width = int(lengths.max()) if lengths.size else 0
+    active = np.searchsorted(-lengths[order], -np.arange(width), side="left")
+    return order, active
+
+
+def _fnv1a_columns(
+    order: np.ndarray,
+    active: np.ndarray,
+    column: Callable[[int, int], np.ndarray],
+    right_aligned: bool = False,
+) -> np.ndarray:
+    """FNV-1a 64 by byte column: ``column(k, count)`` gives byte k of the ``count`` longest
+    rows. One numpy step per column, over every row at once; each step works on a slice, no
+    mask. Right-aligned texts (all ending in the last column) run the counts backwards."""
+    hashes = np.full(order.size, FNV_OFFSET, dtype=np.uint64)
+    counts = active[::-1] if right_aligned else active
+    for k, count in enumerate(counts.tolist()):
         running = hashes[:count]
-        np.bitwise_xor(running, column[:count], out=running)
+        np.bitwise_xor(running, column(k, count), out=running)
         np.multiply(running, FNV_PRIME, out=running)
     result = np.empty_like(hashes)
     result[order] = hashes
@@ -244,13 +249,14 @@ def _refuse_duplicates(hashes: np.ndarray, ids: Any, argument: str) -> None:
     """Names the repeat with the smallest position and the first position of its hash."""
     if hashes.size < 2:
         return
+    ordered = np.sort(hashes)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return
     order = np.argsort(hashes, kind="stable")  # equal hashes keep their positions ascending
     ordered = hashes[order]
     repeat = np.empty(ordered.size, dtype=bool)
     repeat[0] = False
     np.equal(ordered[1:], ordered[:-1], out=repeat[1:])
-    if not repeat.any():
-        return
     group_start = np.maximum.accumulate(np.where(repeat, 0, np.arange(ordered.size)))
     candidates = np.flatnonzero(repeat)
     chosen = candidates[np.argmin(order[candidates])]
