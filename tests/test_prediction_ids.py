@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -188,3 +191,15 @@ def test_a_hash_collision_is_refused_like_a_duplicate_and_says_so() -> None:
     message = str(caught.value)
     assert message.startswith("prediction_ids: ids 'p' (position 0) and 'r' (position 2)")
     assert "hash collision" in message and "0x0000000000000009" in message
+
+
+def test_the_documented_vectors_are_the_implementation() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "schemas.md").read_text()
+    rows = re.findall(
+        r"^\| `([^`]+)`(?: or `[^`]+`)? \| `[0-9a-f ]+` \| `(0x\w+)` \| `(0x\w+)` \|$", text, re.M
+    )
+    assert len(rows) == 4
+    for shown, fnv, final in rows:
+        identifier = int(shown) if shown.isdigit() else shown.strip('"')
+        assert fnv1a64(canonical(identifier).encode()) == int(fnv, 16)
+        assert int(hash_prediction_ids([identifier])[0]) == int(final, 16)

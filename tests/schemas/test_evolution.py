@@ -3,6 +3,8 @@ read into the current ones; the label batch round-trips; unknown fingerprints st
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -160,3 +162,10 @@ def test_label_batch_with_truncated_ids_is_refused() -> None:
     record["prediction_ids"] = record["prediction_ids"][:-1]
     with pytest.raises(SchemaDecodeError, match="prediction_ids: 23 bytes, expected 24"):
         LabelBatch.decode(encode(load_schema("label_batch"), record))
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/schemas.md"])
+def test_the_documented_fingerprints_are_the_current_ones(document: str) -> None:
+    text = (Path(__file__).parents[2] / document).read_text()
+    for name in ("prediction_batch", "label_batch", "metric_record"):
+        assert f"{name}: {load_schema(name).fingerprint.hex()}" in " ".join(text.split()), name
