@@ -40,7 +40,6 @@ against the spec written as a per-id Python loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -118,15 +117,45 @@ def _pandas_values(ids: Any, argument: str) -> np.ndarray:
 
 def _fnv1a_text(ids: Any, argument: str) -> np.ndarray:
     """FNV-1a 64 of each id's text: strings as UTF-8, integers as decimal."""
+    joined = _joined_strings(ids)
+    flat, lengths = joined if joined is not None else _text_bytes(ids, argument)
+    if lengths.size and not lengths.all():
+        raise InvalidBatchError(
+            argument, f"position {int(np.argmin(lengths))}: an id may not be the empty string"
+        )
+    order, active = _longest_first(lengths)
+    starts = (np.cumsum(lengths + 1) - lengths - 1)[order]
+    # Byte k of every id in one gather: row k of this (width, n) matrix; the bytes past an id's
+    # end (the next ids', clipped at the buffer's end) are never hashed.
+    positions = starts + np.arange(active.size)[:, None]
+    columns = flat[np.minimum(positions, flat.size - 1, out=positions)]
+    return _fnv1a_columns(order, active, columns)
+
+
+def _joined_strings(ids: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The fast path for ids that are all strings: one join and one encode for the whole call
+    instead of one encode per id. UTF-8 has no 0 byte but for "\\x00" itself, so "\\x00"
+    separators show where each id ends. None if an id is not a str, holds a "\\x00" or a lone
+    surrogate."""
+    try:
+        flat = np.frombuffer("\x00".join(ids).encode(), dtype=np.uint8)
+    except (TypeError, UnicodeEncodeError):
+        return None
+    ends = np.append(np.flatnonzero(flat == 0), flat.size)
+    if ends.size != len(ids):
+        return None
+    return flat, np.diff(ends, prepend=-1) - 1
+
+
+def _text_bytes(ids: Any, argument: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every id's bytes, each followed by one separator byte, and each id's length; refuses
+    what is not an id."""
     kinds = set(map(type, ids))
     for kind in kinds:
         if not _is_id_type(kind):
             position = next(i for i, value in enumerate(ids) if type(value) is kind)
             raise InvalidBatchError(argument, _bad_id(position, ids[position]))
-    if kinds <= {str}:
-        texts = ids
-    else:
-        texts = [value if isinstance(value, str) else str(int(value)) for value in ids]
+    texts = [value if isinstance(value, str) else str(int(value)) for value in ids]
     try:
         encoded = list(map(str.encode, texts))
     except UnicodeEncodeError:
@@ -135,18 +164,7 @@ def _fnv1a_text(ids: Any, argument: str) -> np.ndarray:
             argument, f"position {position}: {texts[position]!r} is not valid Unicode text"
         ) from None
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    if lengths.size and not lengths.all():
-        raise InvalidBatchError(
-            argument, f"position {int(np.argmin(lengths))}: an id may not be the empty string"
-        )
-    flat = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    order, active = _longest_first(lengths)
-    starts = (np.cumsum(lengths) - lengths)[order]
-
-    def column(k: int, count: int) -> np.ndarray:  # byte k of the `count` longest ids
-        return flat[starts[:count] + k]
-
-    return _fnv1a_columns(order, active, column)
+    return np.frombuffer(b"\x00".join(encoded) + b"\x00", dtype=np.uint8), lengths
 
 
 def _is_id_type(kind: type) -> bool:
@@ -184,22 +202,20 @@ def _fnv1a_decimal(values: np.ndarray) -> np.ndarray:
     n_digits = np.maximum(1, np.searchsorted(_POWERS_OF_TEN, magnitude, side="right"))
     lengths = n_digits + negative
     order, active = _longest_first(lengths)
-    width, counts = active.size, active[::-1]  # right-aligned: see _fnv1a_columns
-    magnitude, negative = magnitude[order], negative[order]
-    any_negative = bool(negative.any())
-    ten = np.uint64(10)
-
-    def column(k: int, count: int) -> np.ndarray:
-        # The texts are right-aligned: column k holds the digit of 10**(width - 1 - k). An id
-        # starts at the column where it becomes active; that digit is a leading 0, and the
-        # place of the "-" for a negative id.
-        digits = magnitude[:count] // _POWERS_OF_TEN[width - 1 - k] % ten + np.uint64(ord("0"))
-        if any_negative:
-            new = slice(counts[k - 1] if k else 0, count)
-            digits[new][negative[new]] = ord("-")
-        return digits
-
-    return _fnv1a_columns(order, active, column, right_aligned=True)
+    width = active.size
+    # Right-aligned text, as a (width, n) matrix: row k holds the digit of 10**(width - 1 - k)
+    # of every id, from one division by the scalar 10 per row. An id starts where it becomes
+    # active (see _fnv1a_columns); that digit is a leading 0, or its "-".
+    columns = np.empty((width, order.size), dtype=np.uint64)
+    quotient, ten = magnitude[order], np.uint64(10)
+    for k in range(width - 1, -1, -1):
+        next_quotient = quotient // ten
+        np.subtract(quotient, next_quotient * ten, out=columns[k])
+        quotient = next_quotient
+    columns += np.uint64(ord("0"))
+    rows = np.flatnonzero(negative[order])
+    columns[width - lengths[order][rows], rows] = ord("-")
+    return _fnv1a_columns(order, active, columns, right_aligned=True)
 
 
 # -- hashing ----------------------------------------------------------------------------------
@@ -215,19 +231,18 @@ def _longest_first(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fnv1a_columns(
-    order: np.ndarray,
-    active: np.ndarray,
-    column: Callable[[int, int], np.ndarray],
-    right_aligned: bool = False,
+    order: np.ndarray, active: np.ndarray, columns: np.ndarray, right_aligned: bool = False
 ) -> np.ndarray:
-    """FNV-1a 64 by byte column: ``column(k, count)`` gives byte k of the ``count`` longest
-    rows. One numpy step per column, over every row at once; each step works on a slice, no
-    mask. Right-aligned texts (all ending in the last column) run the counts backwards."""
+    """FNV-1a 64 by byte column: ``columns[k]`` is byte k of every id, longest id first, and
+    ``active[k]`` how many ids are longer than k. One numpy step per column, over every id at
+    once, each on a slice (the ids still hashing), no mask. Right-aligned texts (all ending
+    in the last column) start hashing late instead of stopping early: the counts run
+    backwards."""
     hashes = np.full(order.size, FNV_OFFSET, dtype=np.uint64)
     counts = active[::-1] if right_aligned else active
-    for k, count in enumerate(counts.tolist()):
+    for column, count in zip(columns, counts.tolist(), strict=True):
         running = hashes[:count]
-        np.bitwise_xor(running, column(k, count), out=running)
+        np.bitwise_xor(running, column[:count], out=running)
         np.multiply(running, FNV_PRIME, out=running)
     result = np.empty_like(hashes)
     result[order] = hashes
