@@ -40,6 +40,7 @@ against the spec written as a per-id Python loop.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,7 @@ FNV_PRIME = np.uint64(0x100000001B3)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
 
+_GATHER_LIMIT = 1 << 24  # bytes of the (longest id x ids) matrix gathered at once
 _POWERS_OF_TEN = np.array([10**p for p in range(20)], dtype=np.uint64)  # 10**19 < 2**64
 
 
@@ -125,10 +127,15 @@ def _fnv1a_text(ids: Any, argument: str) -> np.ndarray:
         )
     order, active = _longest_first(lengths)
     starts = (np.cumsum(lengths + 1) - lengths - 1)[order]
-    # Byte k of every id in one gather: row k of this (width, n) matrix; the bytes past an id's
-    # end (the next ids', clipped at the buffer's end) are never hashed.
-    positions = starts + np.arange(active.size)[:, None]
-    columns = flat[np.minimum(positions, flat.size - 1, out=positions)]
+    # Byte k of every id, k = 0, 1, ...; the bytes past an id's end (the next ids', clipped at
+    # the buffer's end) are never hashed. In one gather, unless one long id would make that
+    # (width, n) matrix big.
+    last = flat.size - 1
+    if active.size * order.size <= _GATHER_LIMIT:
+        positions = starts + np.arange(active.size)[:, None]
+        columns: Iterable[np.ndarray] = flat[np.minimum(positions, last, out=positions)]
+    else:
+        columns = (flat[np.minimum(starts + k, last)] for k in range(active.size))
     return _fnv1a_columns(order, active, columns)
 
 
@@ -231,7 +238,10 @@ def _longest_first(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fnv1a_columns(
-    order: np.ndarray, active: np.ndarray, columns: np.ndarray, right_aligned: bool = False
+    order: np.ndarray,
+    active: np.ndarray,
+    columns: Iterable[np.ndarray],
+    right_aligned: bool = False,
 ) -> np.ndarray:
     """FNV-1a 64 by byte column: ``columns[k]`` is byte k of every id, longest id first, and
     ``active[k]`` how many ids are longer than k. One numpy step per column, over every id at

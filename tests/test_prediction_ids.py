@@ -203,3 +203,9 @@ def test_the_documented_vectors_are_the_implementation() -> None:
         identifier = int(shown) if shown.isdigit() else shown.strip('"')
         assert fnv1a64(canonical(identifier).encode()) == int(fnv, 16)
         assert int(hash_prediction_ids([identifier])[0]) == int(final, 16)
+
+
+def test_one_long_id_among_many() -> None:
+    # 4000 ids x a 5000-byte id would be a 20 MB byte matrix: hashed column by column instead.
+    ids = ["x" * 5000, *map(str, range(3999))]
+    assert hash_prediction_ids(ids).tolist() == [reference(i) for i in ids]
