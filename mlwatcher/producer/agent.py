@@ -59,7 +59,8 @@ _LABEL_BYTES = 4  # one int32 label per row
 
 
 class MonitoringAgent:
-    """Publish a classifier's predictions (and optionally inputs and labels) to Kafka.
+    """Publish a classifier's predictions (and optionally inputs and labels) to Kafka, and
+    with ``collect_labels`` the labels of earlier predictions (named by ``prediction_ids``).
 
     Args:
         frequency: window length in minutes (floats allowed, e.g. 0.1 = 6 s).

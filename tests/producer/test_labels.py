@@ -112,3 +112,20 @@ def test_large_label_batches_are_split_under_the_message_limit() -> None:
         assert agent.stats()["messages_sent"] == 10  # 1200 bytes at 12 bytes per label
     finally:
         agent.close(timeout=0)
+
+
+def test_a_full_local_queue_drops_label_batches_and_counts_them() -> None:
+    agent = MonitoringAgent(
+        n_classes=3,
+        bootstrap_servers=UNREACHABLE,
+        kafka_config={"queue.buffering.max.messages": 2},
+    )
+    try:
+        for start in range(0, 50, 10):
+            agent.collect_labels(range(start, start + 10), np.zeros(10, dtype=int))  # no raise
+        stats = agent.stats()
+        assert stats["messages_sent"] == 2 and stats["dropped_queue_full"] == 3
+        assert stats["labels_dropped"] == 30 and stats["rows_dropped"] == 0
+        assert stats["labels_accepted"] == 50
+    finally:
+        agent.close(timeout=0)

@@ -91,3 +91,34 @@ def test_labels_follow_their_predictions_on_the_same_partition(
         assert np.isin(label_hashes, prediction_hashes).all()
         assert all(b.agent_id == agent_id and b.n_classes == N_CLASSES for b in label_batches)
     assert len(partitions) > 1  # the agents really are spread over several partitions
+
+
+def test_batches_with_ids_are_split_under_the_message_limit(
+    kafka_bootstrap: str, topic_factory
+) -> None:
+    # 12 bytes per row without ids, 20 with: 16 000 rows fit one 200 kB message only without.
+    topic = topic_factory(partitions=1)
+    rows, limit = 16_000, 200_000
+    ids = [f"r{i}" for i in range(rows)]
+    with MonitoringAgent(
+        n_classes=2,
+        agent_id="wide",
+        bootstrap_servers=kafka_bootstrap,
+        topic=topic,
+        max_message_bytes=limit,
+    ) as agent:
+        agent.collect_data(np.full((rows, 2), 0.5), prediction_ids=ids)
+        agent.collect_labels(ids, np.ones(rows, dtype=int))
+        assert agent.flush(30) == 0
+        sent = agent.stats()["messages_sent"]
+    messages = read_topic(kafka_bootstrap, topic, sent, timeout=60)
+    assert len(messages) == sent >= 3
+    assert max(len(m.value()) for m in messages) <= limit
+    label_fingerprint = load_schema("label_batch").fingerprint
+    predictions = [
+        PredictionBatch.decode(m.value()) for m in messages if m.value()[2:10] != label_fingerprint
+    ]
+    assert len(predictions) >= 2
+    np.testing.assert_array_equal(
+        np.concatenate([b.prediction_ids for b in predictions]), hash_prediction_ids(ids)
+    )
