@@ -3,6 +3,7 @@ lands on its agent's partition, after the agent's predictions, and carries the r
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 
 import numpy as np
@@ -71,6 +72,8 @@ def test_labels_follow_their_predictions_on_the_same_partition(
     for agent_id in agent_ids:
         agent_messages = sorted(by_agent[agent_id.encode()], key=lambda m: m.offset())
         assert {m.partition() for m in agent_messages} == {agent_messages[0].partition()}
+        # librdkafka's default partitioner, consistent_random: CRC32 of the key (docs say so)
+        assert agent_messages[0].partition() == zlib.crc32(agent_id.encode()) % 4
         partitions.add(agent_messages[0].partition())
         is_label = [m.value()[2:10] == label_fingerprint for m in agent_messages]
         # every prediction batch first, then every label batch, in offset order
