@@ -25,6 +25,7 @@ BENCHMARKS = (
     "bench_encoding",
     "bench_import",
     "bench_producer",
+    "bench_prediction_ids",
     "bench_metrics",
     "bench_baseline",
     "bench_drift_power",

@@ -1,4 +1,5 @@
-"""MonitoringAgent: the helper a model process calls to publish its predictions.
+"""MonitoringAgent: the helper a model process calls to publish its predictions (and, with
+``collect_labels``, the true labels that arrive later).
 
 It keeps the 2019 agent's constructor and ``collect_data`` signature, but instead of buffering
 in-process it validates each batch, encodes it (Avro single-object) and hands it to
@@ -22,13 +23,16 @@ import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
 from mlwatcher.outage_log import OutageLog, client_logging
-from mlwatcher.schemas import PredictionBatch
+from mlwatcher.prediction_ids import hash_prediction_ids
+from mlwatcher.schemas import LabelBatch, PredictionBatch
 from mlwatcher.validation import (
     DEFAULT_SUM_TOLERANCE,
+    NO_LABEL,
     Features,
     InvalidBatchError,
     check_batch,
     check_categorical_values,
+    check_labels,
     check_threshold,
 )
 
@@ -50,10 +54,13 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 _ARGUMENTS = ("predict_proba_matrix", "input_matrix", "label_matrix")
 
 _ENVELOPE_BYTES = 4096  # Avro header, names and strings around the matrices, generously
+_ID_BYTES = 8  # one uint64 prediction-id hash per row
+_LABEL_BYTES = 4  # one int32 label per row
 
 
 class MonitoringAgent:
-    """Publish a classifier's predictions (and optionally inputs and labels) to Kafka.
+    """Publish a classifier's predictions (and optionally inputs and labels) to Kafka, and
+    with ``collect_labels`` the labels of earlier predictions (named by ``prediction_ids``).
 
     Args:
         frequency: window length in minutes (floats allowed, e.g. 0.1 = 6 s).
@@ -135,6 +142,10 @@ class MonitoringAgent:
                 "delivery_failures",
                 "dropped_queue_full",
                 "rows_dropped",
+                "label_batches_accepted",
+                "labels_accepted",
+                "label_batches_rejected",
+                "labels_dropped",
             ),
             0,
         )
@@ -184,8 +195,14 @@ class MonitoringAgent:
         input_matrix: Any = None,
         label_matrix: Any = None,
         threshold: float | None = None,
+        *,
+        prediction_ids: Any = None,
     ) -> None:
         """Validate one batch and queue it for Kafka; never blocks on or raises for the network.
+
+        ``prediction_ids`` (optional): one unique id per row, a str or an integer (``42`` and
+        ``"42"`` are the same id), so that ``collect_labels`` can send the rows' true labels
+        later. Each id travels as its 64-bit hash (:mod:`mlwatcher.prediction_ids`).
 
         Raises InvalidBatchError (a ValueError naming the argument) for bad input; nothing is
         sent then.
@@ -202,6 +219,9 @@ class MonitoringAgent:
                 sum_tolerance=self.sum_tolerance,
             )
             feature_names, categorical = self._feature_layout(checked.features)
+            id_hashes = None
+            if prediction_ids is not None:
+                id_hashes = self._id_hashes(prediction_ids, checked.probabilities.shape[0])
         except InvalidBatchError:
             self._count("batches_rejected")
             raise
@@ -212,7 +232,7 @@ class MonitoringAgent:
         features = None if checked.features is None else checked.features.values
         self._count("batches_accepted")
         self._count("rows_accepted", probabilities.shape[0])
-        for start, stop in self._row_chunks(probabilities, features):
+        for start, stop in self._row_chunks(probabilities, features, id_hashes is not None):
             batch = PredictionBatch(
                 agent_id=self.agent_id,
                 batch_id=uuid.uuid4().hex,
@@ -227,8 +247,57 @@ class MonitoringAgent:
                 features=None if features is None else features[start:stop],
                 feature_names=feature_names,
                 categorical_features=categorical,
+                prediction_ids=None if id_hashes is None else id_hashes[start:stop],
             )
             self._enqueue(batch.encode(), stop - start)
+
+    def collect_labels(self, prediction_ids: Any, label_matrix: Any) -> None:
+        """Send the true labels of predictions made earlier with ``collect_data(...,
+        prediction_ids=...)``; never blocks on or raises for the network.
+
+        ``prediction_ids``: n unique ids (str or integers, as given to ``collect_data``);
+        ``label_matrix``: their true classes in ``collect_data``'s label formats (an int vector,
+        an ``(n, 1)`` int matrix or a one-hot ``(n, n_classes)`` matrix). Every row needs a
+        label: ``-1`` or a missing value is refused (send a label once it is known).
+
+        **Co-partitioning.** A label batch goes to the predictions topic (``topic``) with the
+        same Kafka key as the agent's prediction batches, ``agent_id``. The same key lands on
+        the same partition, so it is consumed by the worker that owns the agent's predictions
+        and their windows; and within a partition, a message sent after another is read after
+        it. Labels sent by this agent after ``collect_data`` returned are behind their
+        predictions (the idempotent producer keeps the order through retries); labels sent by
+        another process (a ``MonitoringAgent`` with the same ``agent_id``, topic and
+        partitioner, or any producer using the same key and partitioner) are behind them once
+        the predictions were delivered (``flush()`` on their side). The worker joins each label
+        to the pending prediction row with the same id hash; the label counts in that row's
+        window, however late it arrives.
+
+        Raises InvalidBatchError (a ValueError naming the argument) for bad input; nothing is
+        sent then, and ``stats()["label_batches_rejected"]`` counts it.
+        """
+        sent_time_ms = int(self._clock() * 1000)
+        try:
+            if prediction_ids is None:
+                raise InvalidBatchError("prediction_ids", "is required, got None")
+            id_hashes = hash_prediction_ids(prediction_ids)
+            if id_hashes.size == 0:
+                raise InvalidBatchError("prediction_ids", "is empty: send at least one label")
+            labels = self._check_delayed_labels(label_matrix, id_hashes.size)
+        except InvalidBatchError:
+            self._count("label_batches_rejected")
+            raise
+        self._count("label_batches_accepted")
+        self._count("labels_accepted", labels.size)
+        for start, stop in self._chunks(labels.size, _ID_BYTES + _LABEL_BYTES):
+            batch = LabelBatch(
+                agent_id=self.agent_id,
+                batch_id=uuid.uuid4().hex,
+                sent_time_ms=sent_time_ms,
+                prediction_ids=id_hashes[start:stop],
+                labels=labels[start:stop],
+                n_classes=self.n_classes,
+            )
+            self._enqueue(batch.encode(), stop - start, dropped="labels_dropped")
 
     def stats(self) -> dict[str, int]:
         """Counters since creation, plus the messages still waiting in the local queue."""
@@ -306,19 +375,60 @@ class MonitoringAgent:
                 )
         return indices
 
+    def _id_hashes(self, prediction_ids: Any, n_rows: int) -> np.ndarray:
+        hashes = hash_prediction_ids(prediction_ids)
+        if hashes.size != n_rows:
+            raise InvalidBatchError(
+                "prediction_ids",
+                f"expected {n_rows} ids (one per row of predict_proba_matrix), got {hashes.size}",
+            )
+        return hashes
+
+    def _check_delayed_labels(self, label_matrix: Any, n_rows: int) -> np.ndarray:
+        """collect_data's label rules, minus the "no label" row: as int32."""
+        if label_matrix is None:
+            raise InvalidBatchError("label_matrix", "is required, got None")
+        missing = _first_missing_row(label_matrix)
+        if missing is not None:
+            raise InvalidBatchError(
+                "label_matrix",
+                f"row {missing} has no label (missing value): collect_labels sends known labels "
+                f"only; leave out the rows whose label is not known yet",
+            )
+        try:
+            labels = check_labels(label_matrix, n_rows, self.n_classes, argument="label_matrix")
+        except InvalidBatchError as error:
+            # The shared range message allows -1, which collect_labels refuses.
+            problem = error.problem.replace(f" (or {NO_LABEL}: row without label)", "")
+            raise InvalidBatchError("label_matrix", problem) from None
+        unlabelled = np.flatnonzero(labels == NO_LABEL)
+        if unlabelled.size:
+            raise InvalidBatchError(
+                "label_matrix",
+                f"row {int(unlabelled[0])} is {NO_LABEL} (no label): collect_labels sends known "
+                f"labels, in [0, {self.n_classes - 1}]; leave out the rows whose label is not "
+                f"known yet",
+            )
+        return labels.astype(np.int32)
+
     def _row_chunks(
-        self, probabilities: np.ndarray, features: np.ndarray | None
+        self, probabilities: np.ndarray, features: np.ndarray | None, with_ids: bool = False
     ) -> list[tuple[int, int]]:
         """Split so each message stays under the broker's size limit."""
-        n_rows = probabilities.shape[0]
-        row_bytes = probabilities.shape[1] * 4 + 4
+        row_bytes = probabilities.shape[1] * 4 + _LABEL_BYTES
         if features is not None:
             row_bytes += features.shape[1] * features.itemsize
-        budget = self.max_message_bytes - _ENVELOPE_BYTES - 64 * len(self.feature_names or [])
+        if with_ids:
+            row_bytes += _ID_BYTES
+        overhead = 64 * len(self.feature_names or [])
+        return self._chunks(probabilities.shape[0], row_bytes, overhead)
+
+    def _chunks(self, n_rows: int, row_bytes: int, overhead: int = 0) -> list[tuple[int, int]]:
+        budget = self.max_message_bytes - _ENVELOPE_BYTES - overhead
         rows_per_message = max(1, budget // row_bytes)
         return [(s, min(s + rows_per_message, n_rows)) for s in range(0, n_rows, rows_per_message)]
 
-    def _enqueue(self, payload: bytes, n_rows: int) -> None:
+    def _enqueue(self, payload: bytes, n_rows: int, dropped: str = "rows_dropped") -> None:
         deadline = time.monotonic() + self.queue_full_timeout
         while True:
             try:
@@ -335,9 +445,10 @@ class MonitoringAgent:
                     self._producer.poll(0.05)
                     continue
                 self._count("dropped_queue_full")
-                self._count("rows_dropped", n_rows)
+                self._count(dropped, n_rows)
+                what = "labels" if dropped == "labels_dropped" else "rows"
                 self._queue_full.error(
-                    f"{len(self._producer)} messages queued: dropped a batch of {n_rows} rows"
+                    f"{len(self._producer)} messages queued: dropped a batch of {n_rows} {what}"
                 )
                 return
 
@@ -351,6 +462,33 @@ class MonitoringAgent:
     def _count(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self._stats[name] += amount
+
+
+def _first_missing_row(label_matrix: Any) -> int | None:
+    """The first row holding a missing value (None, NaN, pandas NA), else None."""
+    if hasattr(label_matrix, "to_numpy"):
+        label_matrix = label_matrix.to_numpy()
+    try:
+        array = np.asarray(label_matrix)
+    except (ValueError, TypeError):
+        return None  # ragged: check_labels says so
+    if array.ndim == 0 or array.dtype.kind not in "fO":
+        return None
+    rows = array.reshape(array.shape[0], -1)
+    if array.dtype.kind == "f":
+        missing = np.isnan(rows).any(axis=1)
+    else:
+        missing = np.array([any(map(_is_missing, row)) for row in rows.tolist()])
+    return int(np.argmax(missing)) if missing.any() else None
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN
+    except TypeError:  # pandas.NA: its truth value is ambiguous
+        return True
 
 
 def _poll_forever(
