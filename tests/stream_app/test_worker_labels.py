@@ -204,8 +204,10 @@ def test_kill_9_between_predictions_and_their_labels_loses_nothing(
             model.agent.flush(30)
             sent[model.agent_id] = (ids, np.array([]), np.array([]))
         wait_until(
-            lambda: sum(w.metrics().get("mlwatcher_worker_rows_total", 0) for w in (first, second))
-            >= 6 * 120,
+            lambda: (
+                sum(w.metrics().get("mlwatcher_worker_rows_total", 0) for w in (first, second))
+                >= 6 * 120
+            ),
             60,
             "both workers to apply the predictions",
         )
