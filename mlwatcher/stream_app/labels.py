@@ -309,8 +309,10 @@ class AgentLabels:
         """Join a label batch; refused labels are dead-lettered as label batches of their own."""
         if offset in self.joins:
             return []  # applied before a crash: its joins were restored
-        pending = self.pending
-        assert pending is not None
+        actions: list[Action] = []
+        if self.pending is not None and self.pending.n_classes != n_classes:
+            actions.extend(self._restart_pending(n_classes))  # rows of the former model
+        pending = self.pending if self.pending is not None else PendingRows(n_classes)
         ids = np.asarray(batch.prediction_ids, np.uint64)
         labels = np.asarray(batch.labels, np.int64)
         outcome = np.full(ids.shape[0], _JOIN, np.int8)
@@ -332,7 +334,6 @@ class AgentLabels:
         again = pending.labelled(rows)
         outcome[candidates[again]] = _DUPLICATE
         candidates, rows = candidates[~again], rows[~again]
-        actions: list[Action] = []
         if rows.size:
             pending.mark_labelled(rows)
             probs, predicted, windows = pending.data(rows)

@@ -340,3 +340,21 @@ def test_crash_replay_with_labels_reemits_identical_records_and_revisions(
         assert got.setdefault(key, raw) == raw
     assert got == expected
     assert successor.dead == []  # no label was taken for a duplicate after the replay
+
+
+def test_labels_for_a_restored_agent_without_pending_rows_are_unmatched_not_fatal() -> None:
+    feed = Feed()
+    a = predictions(T0 + 1_000, 10, seed=1)
+    feed.send(a)
+    feed.send(predictions(T0 + WINDOW + 2_000, 5, seed=2))  # closes T0
+    feed.send(labels_for(a, np.arange(3), T0 + WINDOW + 2_500, seed=3))  # dirty, not yet due
+    kept = {k: v for k, v in feed.table.data.items() if parse_key(k)[0] != "p"}
+    successor = WindowManager(0, POLICY)  # the pending entries are gone, the window's stays
+    successor.restore(list(kept.items()))
+    labels = successor.agents["agent"].labels
+    assert labels is not None and labels.pending is None and labels.dirty == {T0}
+    table = Table()
+    table.execute(successor.on_message(labels_for(a, np.arange(3, 5), T0 + 30_000, 4).encode(), 9))
+    assert [d.reason for d in table.dead] == [LABEL_UNMATCHED]
+    [revision] = table.records  # the labels joined before still make their revision
+    assert revision.revision == 1 and values(revision)[("labelled_rows", None, ())] == 3
