@@ -10,6 +10,8 @@ from mlwatcher.demo.scenarios import (
     AGENT_WRONG_INPUTS,
     AGENT_WRONG_MODEL,
     AGENTS,
+    LABEL_NEVER_SHARE,
+    NEVER,
     ODD_DIGITS,
     PHASE_BAD_MODEL,
     PHASE_INVERTED,
@@ -167,3 +169,20 @@ def test_bad_timeline_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="odd_share"):
         train_models(odd_share=0.3)
     assert AGENT_WRONG_MODEL in AGENTS and AGENT_WRONG_INPUTS in AGENTS
+
+
+def test_labels_come_one_to_three_windows_late_or_never(
+    traffic: list[DemoBatch], timeline: Timeline
+) -> None:
+    for agent in AGENTS:
+        mine = [b for b in traffic if b.agent_id == agent]
+        ids = [i for b in mine for i in b.prediction_ids]
+        assert len(ids) == len(set(ids)) == sum(b.n_rows for b in mine)  # unique per agent
+        plan = np.concatenate([b.label_window for b in mine])  # type: ignore[misc]
+        assert abs(np.mean(plan == NEVER) - LABEL_NEVER_SHARE) < 0.05
+        for batch in mine:
+            sent = batch.label_window[batch.label_window != NEVER]  # type: ignore[index]
+            delay = timeline.window_start(sent) - batch.event_time  # seconds
+            assert (
+                (delay > timeline.window_seconds) & (delay <= 3 * timeline.window_seconds)
+            ).all()
