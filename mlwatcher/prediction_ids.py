@@ -231,8 +231,12 @@ def _fnv1a_decimal(values: np.ndarray) -> np.ndarray:
 def _longest_first(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The row order by length, longest first, and for each byte column k how many of those
     rows are longer than k: the rows that hash column k are a prefix of that order."""
+    if lengths.size == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    shortest, width = int(lengths.min()), int(lengths.max())
+    if shortest == width:  # ids of one length (UUIDs, fixed formats): nothing to order
+        return np.arange(lengths.size), np.full(width, lengths.size)
     order = np.argsort(-lengths, kind="stable")
-    width = int(lengths.max()) if lengths.size else 0
     active = np.searchsorted(-lengths[order], -np.arange(width), side="left")
     return order, active
 

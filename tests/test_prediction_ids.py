@@ -209,3 +209,12 @@ def test_one_long_id_among_many() -> None:
     # 4000 ids x a 5000-byte id would be a 20 MB byte matrix: hashed column by column instead.
     ids = ["x" * 5000, *map(str, range(3999))]
     assert hash_prediction_ids(ids).tolist() == [reference(i) for i in ids]
+
+
+@pytest.mark.parametrize("width", [1, 8, 18])
+def test_ids_of_one_length(width: int) -> None:
+    first = 10 ** (width - 1) if width > 1 else 0
+    ints = np.arange(first, first + min(500, 10**width - first))
+    texts = [f"u{i}" for i in ints]  # all width + 1 characters
+    assert hash_prediction_ids(ints).tolist() == [reference(int(i)) for i in ints]
+    assert hash_prediction_ids(texts).tolist() == [reference(t) for t in texts]
