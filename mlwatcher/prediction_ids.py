@@ -120,13 +120,13 @@ def _pandas_values(ids: Any, argument: str) -> np.ndarray:
 def _fnv1a_text(ids: Any, argument: str) -> np.ndarray:
     """FNV-1a 64 of each id's text: strings as UTF-8, integers as decimal."""
     joined = _joined_strings(ids)
-    flat, lengths = joined if joined is not None else _text_bytes(ids, argument)
+    flat, starts, lengths = joined if joined is not None else _text_bytes(ids, argument)
     if lengths.size and not lengths.all():
         raise InvalidBatchError(
             argument, f"position {int(np.argmin(lengths))}: an id may not be the empty string"
         )
     order, active = _longest_first(lengths)
-    starts = (np.cumsum(lengths + 1) - lengths - 1)[order]
+    starts = starts[order]
     # Byte k of every id, k = 0, 1, ...; the bytes past an id's end (the next ids', clipped at
     # the buffer's end) are never hashed. In one gather, unless one long id would make that
     # (width, n) matrix big.
@@ -139,7 +139,7 @@ def _fnv1a_text(ids: Any, argument: str) -> np.ndarray:
     return _fnv1a_columns(order, active, columns)
 
 
-def _joined_strings(ids: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def _joined_strings(ids: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The fast path for ids that are all strings: one join and one encode for the whole call
     instead of one encode per id. UTF-8 has no 0 byte but for "\\x00" itself, so "\\x00"
     separators show where each id ends. None if an id is not a str, holds a "\\x00" or a lone
@@ -148,15 +148,17 @@ def _joined_strings(ids: Any) -> tuple[np.ndarray, np.ndarray] | None:
         flat = np.frombuffer("\x00".join(ids).encode(), dtype=np.uint8)
     except (TypeError, UnicodeEncodeError):
         return None
-    ends = np.append(np.flatnonzero(flat == 0), flat.size)
-    if ends.size != len(ids):
+    separators = np.flatnonzero(flat == 0)
+    if separators.size != len(ids) - 1:
         return None
-    return flat, np.diff(ends, prepend=-1) - 1
+    starts = np.concatenate(([0], separators + 1))
+    ends = np.concatenate((separators, [flat.size]))
+    return flat, starts, ends - starts
 
 
-def _text_bytes(ids: Any, argument: str) -> tuple[np.ndarray, np.ndarray]:
-    """Every id's bytes, each followed by one separator byte, and each id's length; refuses
-    what is not an id."""
+def _text_bytes(ids: Any, argument: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every id's bytes, each followed by one separator byte, where each starts and its
+    length; refuses what is not an id."""
     kinds = set(map(type, ids))
     for kind in kinds:
         if not _is_id_type(kind):
@@ -171,7 +173,8 @@ def _text_bytes(ids: Any, argument: str) -> tuple[np.ndarray, np.ndarray]:
             argument, f"position {position}: {texts[position]!r} is not valid Unicode text"
         ) from None
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    return np.frombuffer(b"\x00".join(encoded) + b"\x00", dtype=np.uint8), lengths
+    starts = np.cumsum(lengths + 1) - lengths - 1
+    return np.frombuffer(b"\x00".join(encoded) + b"\x00", dtype=np.uint8), starts, lengths
 
 
 def _is_id_type(kind: type) -> bool:
@@ -236,8 +239,10 @@ def _longest_first(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     shortest, width = int(lengths.min()), int(lengths.max())
     if shortest == width:  # ids of one length (UUIDs, fixed formats): nothing to order
         return np.arange(lengths.size), np.full(width, lengths.size)
-    order = np.argsort(-lengths, kind="stable")
-    active = np.searchsorted(-lengths[order], -np.arange(width), side="left")
+    # numpy sorts 16-bit integers with a radix sort: linear, several times faster here
+    key = -lengths.astype(np.int16 if width < 2**15 else np.int64)
+    order = np.argsort(key, kind="stable")
+    active = np.searchsorted(key[order], -np.arange(width), side="left")
     return order, active
 
 
