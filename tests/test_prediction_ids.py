@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +220,46 @@ def test_ids_of_one_length(width: int) -> None:
     texts = [f"u{i}" for i in ints]  # all width + 1 characters
     assert hash_prediction_ids(ints).tolist() == [reference(int(i)) for i in ints]
     assert hash_prediction_ids(texts).tolist() == [reference(t) for t in texts]
+
+
+def other_language_ids() -> list[str]:
+    """Random ids over all of Unicode but surrogates and line breaks (one id per line)."""
+    rng = np.random.default_rng(13)
+    planes = [(0x00, 0x09), (0x0B, 0x0C), (0x0E, 0x7F), (0xA0, 0xD7FF), (0xE000, 0xFFFF)]
+    planes.append((0x10000, 0x10FFFF))
+    ids = ["a", "foobar", "42", "-7", "héllo", "x\x00y"]
+    for length in rng.integers(1, 24, size=300):
+        low, high = planes[rng.integers(len(planes))]
+        ids.append("".join(chr(c) for c in rng.integers(low, high + 1, size=length)))
+    return list(dict.fromkeys(ids))
+
+
+def documented_code(language: str) -> str:
+    text = (Path(__file__).parents[1] / "docs" / "schemas.md").read_text()
+    (code,) = re.findall(rf"^```{language}\n(.*?)^```$", text, re.M | re.S)
+    return code
+
+
+@pytest.mark.parametrize(
+    ("language", "file_name", "command"),
+    [
+        ("java", "PredictionIdHash.java", ["java", "PredictionIdHash.java"]),
+        ("go", "prediction_id_hash.go", ["go", "run", "prediction_id_hash.go"]),
+    ],
+)
+def test_the_documented_java_and_go_code_gives_the_same_hashes(
+    tmp_path: Path, language: str, file_name: str, command: list[str]
+) -> None:
+    if shutil.which(command[0]) is None:
+        pytest.skip(f"{command[0]} is not installed: the {language} snippet is not checked")
+    (tmp_path / file_name).write_text(documented_code(language))
+    ids = other_language_ids()
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        input="\n".join(ids).encode() + b"\n",
+        capture_output=True,
+        check=True,
+        timeout=240,
+    )
+    assert [int(line) for line in result.stdout.split()] == hash_prediction_ids(ids).tolist()
