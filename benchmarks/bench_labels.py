@@ -26,6 +26,7 @@ import uuid
 
 import numpy as np
 import requests
+from threadpoolctl import threadpool_limits
 
 from benchmarks._common import local_kafka, print_table, produce_all, wait_for
 from mlwatcher.brokers import free_port
@@ -81,6 +82,7 @@ def _messages(agent_id: str = "agent") -> tuple[list[PredictionBatch], list[Labe
 
 
 def _engine(predictions: list[PredictionBatch], labels: list[LabelBatch]) -> dict[str, float]:
+    threadpool_limits(limits=1, user_api="blas")  # as in the worker (stream_app/wiring.py)
     manager = WindowManager(0, POLICY)
     pending_entry_bytes = 0
     for offset, batch in enumerate(predictions):

@@ -193,7 +193,7 @@ class PendingRows:
         return out
 
     def labelled(self, rows: np.ndarray) -> np.ndarray:
-        return self._labelled[rows - self._base]
+        return self._labelled.take(rows - self._base)
 
     def mark_labelled(self, rows: np.ndarray) -> None:
         self._labelled[rows - self._base] = True
@@ -201,7 +201,9 @@ class PendingRows:
     def data(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probabilities, predicted class, window start) of live rows."""
         at = rows - self._base
-        return self._probs[at], self._predicted[at].astype(np.intp), self._window[at]
+        # take(): several times faster than fancy indexing for a gather of rows
+        predicted = self._predicted.take(at).astype(np.intp)
+        return self._probs.take(at, axis=0), predicted, self._window.take(at)
 
     def batch_data(self, batch: PendingBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(predicted, probabilities, labelled) of a live batch's rows."""
