@@ -45,8 +45,13 @@ def window_length(frame: pd.DataFrame) -> pd.Timedelta:
     return pd.Timedelta(seconds=60)
 
 
-def agent_dashboard(frame: pd.DataFrame, agent: str, path: Path) -> Path:
-    """Write the dashboard of one agent's rows to ``path`` (PNG)."""
+def agent_dashboard(
+    frame: pd.DataFrame, agent: str, path: Path, points: pd.DataFrame | None = None
+) -> Path:
+    """Write the dashboard of one agent's rows (latest state, :func:`data.latest`) to
+    ``path`` (PNG). ``points``: the agent's rows of every revision, to show how the label
+    metrics filled in since each window closed (default: ``frame``)."""
+    points = frame if points is None else points
     length = window_length(frame)
     drift = data.feature_drift(frame)
     n_features = len(drift.flags.index)
@@ -61,9 +66,10 @@ def agent_dashboard(frame: pd.DataFrame, agent: str, path: Path) -> Path:
     )
     figure.suptitle(f"agent {agent}", fontsize=14, fontweight="bold")
     _class_mix(axes[0], data.class_frequencies(frame), length)
-    _rows(axes[1], data.rows_per_window(frame), length)
+    _rows(axes[1], data.rows_per_window(frame), data.label_fill(points), length)
     _confidence(axes[2], frame, length)
-    _scores(axes[3], data.label_scores(frame), length)
+    at_close = data.label_scores(points[points["revision"] == 0])
+    _scores(axes[3], data.label_scores(frame), length, at_close)
     _estimated_accuracy(axes[4], data.accuracy_estimates(frame), length)
     _flag_heatmap(
         axes[5],
@@ -161,8 +167,12 @@ def _step_edges(starts: pd.DatetimeIndex, length: pd.Timedelta) -> np.ndarray:
     return np.column_stack([starts.to_numpy(), ends.to_numpy()]).ravel()
 
 
-def _rows(axis: Axes, rows: pd.Series, length: pd.Timedelta) -> None:
-    axis.set_title("rows per window", loc="left", fontsize=10)
+def _rows(axis: Axes, rows: pd.Series, fill: pd.DataFrame, length: pd.Timedelta) -> None:
+    revised = int((fill["revision"] > 0).sum()) if not fill.empty else 0
+    title = "rows per window, and labelled rows"
+    if revised:
+        title += f" (at close and now: {revised} windows got labels later)"
+    axis.set_title(title, loc="left", fontsize=10)
     axis.set_ylabel("rows")
     if rows.empty:
         _no_data(axis)
@@ -172,8 +182,30 @@ def _rows(axis: Axes, rows: pd.Series, length: pd.Timedelta) -> None:
         rows.to_numpy(),
         width=length * 0.9,
         align="edge",
-        color="#4d4d4d",
+        color="#bababa",
+        label="rows",
     )
+    labelled = fill["labelled"].dropna()
+    if not labelled.empty:
+        axis.bar(
+            labelled.index,
+            labelled.to_numpy(),
+            width=length * 0.9,
+            align="edge",
+            color="#762a83",
+            alpha=0.45,
+            label="labelled now",
+        )
+        at_close = fill["labelled_at_close"].dropna()
+        axis.bar(
+            at_close.index,
+            at_close.to_numpy(),
+            width=length * 0.9,
+            align="edge",
+            color="#762a83",
+            label="labelled at close",
+        )
+        axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 
 
 def _confidence(axis: Axes, frame: pd.DataFrame, length: pd.Timedelta) -> None:
@@ -202,7 +234,9 @@ def _confidence(axis: Axes, frame: pd.DataFrame, length: pd.Timedelta) -> None:
     axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 
 
-def _scores(axis: Axes, scores: pd.DataFrame, length: pd.Timedelta) -> None:
+def _scores(
+    axis: Axes, scores: pd.DataFrame, length: pd.Timedelta, at_close: pd.DataFrame | None = None
+) -> None:
     axis.set_title("accuracy and macro-F1 (windows with labels)", loc="left", fontsize=10)
     if scores.empty or scores.dropna(how="all").empty:
         _no_data(axis, "no labels")
@@ -210,6 +244,20 @@ def _scores(axis: Axes, scores: pd.DataFrame, length: pd.Timedelta) -> None:
     centre = scores.index + length / 2
     axis.plot(centre, scores["accuracy"], color="#762a83", marker="o", label="accuracy")
     axis.plot(centre, scores["macro_f1"], color="#e08214", marker=".", label="macro-F1")
+    if at_close is not None and not at_close.empty:
+        accuracy = scores["accuracy"].dropna()
+        before = at_close["accuracy"].reindex(accuracy.index)
+        revised = not np.array_equal(before.to_numpy(), accuracy.to_numpy(), equal_nan=True)
+        if revised:
+            axis.plot(
+                at_close.index + length / 2,
+                at_close["accuracy"],
+                color="#762a83",
+                linestyle=":",
+                marker="x",
+                alpha=0.6,
+                label="accuracy at close",
+            )
     axis.set_ylim(-0.02, 1.02)
     axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 

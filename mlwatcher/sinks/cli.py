@@ -261,10 +261,11 @@ def parquet(
 @sink.command("migrate-parquet")
 @click.argument("parquet_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def migrate_parquet(parquet_dir: Path) -> None:
-    """Rewrite a Parquet data set written before schema version 2 in place (stop its sink first).
+    """Rewrite a data set of an older Parquet schema version in place (stop its sink first).
 
-    Version 1 files kept agent_id inside (pyarrow's hive reader refuses them) or, from
-    `demo --offline`, extra as a map; current files are left alone.
+    Version 2 files have no revision column (their rows become revision 0); version 1 files
+    kept agent_id inside (pyarrow's hive reader refuses them) or, from `demo --offline`, extra
+    as a map; current files are left alone.
     """
     from mlwatcher.sinks.parquet_files import migrate
 
