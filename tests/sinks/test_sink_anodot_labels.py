@@ -18,8 +18,10 @@ from sink_helpers import (
     WINDOW_MS,
     committed_offsets,
     expected_series_points,
+    latest_state,
     make_labelled_record,
     read_dead_letters,
+    revision_stream,
     start_sink,
 )
 
@@ -269,3 +271,20 @@ def test_kill_9_while_windows_wait_for_labels_loses_nothing(
     duplicates = sum(count - 1 for count in arrivals.values())
     print(f"\nkill -9 after {len(sent_before)} of {len(wanted)} label points: {duplicates} re-sent")
     assert TOKEN not in log_path.read_text()
+
+
+def test_replay_anodot_sends_each_windows_latest_revision(server: FakeAnodot, tmp_path) -> None:
+    from mlwatcher.sinks.parquet_files import write_records
+    from mlwatcher.sinks.replay import replay_parquet
+
+    records = revision_stream(["a", "b"], windows=4)
+    write_records(records, tmp_path, "m-0-00000000000000000000-00000000000000000099.parquet")
+    client = AnodotClient(server.base_url, TOKEN, rate_limiter=RateLimiter(5000))
+    with client:
+        stats = replay_parquet(tmp_path, client)
+    wanted = expected_series_points(latest_state(records))
+    arrivals = Counter((p.series, p.timestamp, p.value) for p in server.accepted())
+    assert set(arrivals) == wanted and max(arrivals.values()) == 1
+    assert stats.points_accepted == len(wanted) and not stats.rejected
+    for series, timestamps in series_in_order(server.accepted()):
+        assert timestamps == sorted(timestamps), f"series {series} out of order"
