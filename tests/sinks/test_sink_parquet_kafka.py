@@ -197,7 +197,7 @@ def test_a_window_re_emitted_by_a_worker_is_written_once(
 def _documented_queries() -> tuple[str, str]:
     """The DuckDB and pandas "latest revision per window" blocks of docs/sinks.md, verbatim."""
     text = (REPO / "docs" / "sinks.md").read_text()
-    section = text[text.index("### Label revisions") :]
+    section = text[text.index("### Label revisions: the latest revision per window") :]
     sql = re.search(r"```sql\n(.*?)```", section, re.S)
     python = re.search(r"```python\n(.*?)```", section, re.S)
     assert sql and python, "the documented queries are missing from docs/sinks.md"
