@@ -210,7 +210,8 @@ class LabelBatch:
 
 
 #: The label-dependent ``what``s: a label revision (``MetricRecord.revision`` >= 1) carries
-#: every point of these, recomputed over all labels joined to its window so far, and no other.
+#: every point of these, recomputed over all labels joined to its window so far, and no other
+#: (``mlwatcher.metrics.compute.label_points``; a test keeps the two in step).
 LABEL_WHATS = frozenset(
     {
         "labelled_rows",
@@ -228,7 +229,6 @@ LABEL_WHATS = frozenset(
         "calibration_bin_rows",
         "calibration_bin_confidence",
         "calibration_bin_accuracy",
-        "overall_accuracy_stderr",  # depends on the labelled rows too
     }
 )
 

@@ -288,3 +288,18 @@ def test_replay_anodot_sends_each_windows_latest_revision(server: FakeAnodot, tm
     assert stats.points_accepted == len(wanted) and not stats.rejected
     for series, timestamps in series_in_order(server.accepted()):
         assert timestamps == sorted(timestamps), f"series {series} out of order"
+
+
+def test_the_label_whats_are_what_the_engine_puts_in_a_label_revision() -> None:
+    import numpy as np
+
+    from mlwatcher.metrics.compute import label_points
+    from mlwatcher.metrics.counters import ExactCounters
+    from mlwatcher.schemas.messages import LABEL_WHATS as CONTRACT
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=300)
+    counters = ExactCounters.from_batch(
+        probs, probs.argmax(axis=1), rng.integers(0, 4, 300).astype(np.int32), None, 0, ()
+    )
+    assert {p.what for p in label_points(counters)} == CONTRACT == LABEL_WHATS
