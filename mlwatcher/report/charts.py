@@ -68,8 +68,7 @@ def agent_dashboard(
     _class_mix(axes[0], data.class_frequencies(frame), length)
     _rows(axes[1], data.rows_per_window(frame), data.label_fill(points), length)
     _confidence(axes[2], frame, length)
-    at_close = data.label_scores(points[points["revision"] == 0])
-    _scores(axes[3], data.label_scores(frame), length, at_close)
+    _scores(axes[3], data.label_scores(frame), length, data.earlier_accuracy(points))
     _estimated_accuracy(axes[4], data.accuracy_estimates(frame), length)
     _flag_heatmap(
         axes[5],
@@ -235,29 +234,27 @@ def _confidence(axis: Axes, frame: pd.DataFrame, length: pd.Timedelta) -> None:
 
 
 def _scores(
-    axis: Axes, scores: pd.DataFrame, length: pd.Timedelta, at_close: pd.DataFrame | None = None
+    axis: Axes, scores: pd.DataFrame, length: pd.Timedelta, earlier: pd.DataFrame | None = None
 ) -> None:
-    axis.set_title("accuracy and macro-F1 (windows with labels)", loc="left", fontsize=10)
+    title = "accuracy and macro-F1 (windows with labels"
+    if earlier is not None and not earlier.empty:
+        title += "; x: accuracy of earlier label revisions"
+    axis.set_title(title + ")", loc="left", fontsize=10)
     if scores.empty or scores.dropna(how="all").empty:
         _no_data(axis, "no labels")
         return
     centre = scores.index + length / 2
     axis.plot(centre, scores["accuracy"], color="#762a83", marker="o", label="accuracy")
     axis.plot(centre, scores["macro_f1"], color="#e08214", marker=".", label="macro-F1")
-    if at_close is not None and not at_close.empty:
-        accuracy = scores["accuracy"].dropna()
-        before = at_close["accuracy"].reindex(accuracy.index)
-        revised = not np.array_equal(before.to_numpy(), accuracy.to_numpy(), equal_nan=True)
-        if revised:
-            axis.plot(
-                at_close.index + length / 2,
-                at_close["accuracy"],
-                color="#762a83",
-                linestyle=":",
-                marker="x",
-                alpha=0.6,
-                label="accuracy at close",
-            )
+    if earlier is not None and not earlier.empty:
+        axis.scatter(
+            earlier["window_start"] + length / 2,
+            earlier["value"],
+            color="#762a83",
+            marker="x",
+            alpha=0.5,
+            label="accuracy, earlier revisions",
+        )
     axis.set_ylim(-0.02, 1.02)
     axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 

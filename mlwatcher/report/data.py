@@ -83,6 +83,15 @@ def latest(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[frame["revision"] == top].reset_index(drop=True)
 
 
+def earlier_accuracy(points: pd.DataFrame) -> pd.DataFrame:
+    """Overall accuracy of one agent's windows as earlier revisions had it (every revision
+    below the window's latest): ``window_start``, ``revision``, ``value``."""
+    rows = select(points, names.ACCURACY_OVERALL, class_name=None, feat_name=None, stat=None)
+    rows = rows[["window_start", "revision", "value"]]
+    latest_revision = rows.groupby("window_start")["revision"].transform("max")
+    return rows[rows["revision"] < latest_revision].reset_index(drop=True)
+
+
 def label_fill(points: pd.DataFrame) -> pd.DataFrame:
     """How labels filled in, per window of one agent's rows (all revisions): ``rows`` seen,
     ``labelled_at_close`` (revision 0), ``labelled`` now (latest revision) and the latest

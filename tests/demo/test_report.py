@@ -290,6 +290,17 @@ def test_report_draws_each_windows_latest_revision(tmp_path: Path) -> None:
     ]
     assert fill["revision"].tolist() == [newest[r.window_start_ms].revision for r in first]
     assert (fill["labelled"] > fill["labelled_at_close"]).all()
+    earlier = data.earlier_accuracy(points)
+    want = sorted(
+        (
+            pd.Timestamp(r.window_start_ms, unit="ms", tz="UTC"),
+            r.revision,
+            value(r, "overall_accuracy"),
+        )
+        for r in records
+        if r.revision < newest[r.window_start_ms].revision
+    )
+    assert sorted(earlier.itertuples(index=False, name=None)) == want
 
     report = build_report(tmp_path / "data", tmp_path / "report")
     page = report.html_path.read_text()
