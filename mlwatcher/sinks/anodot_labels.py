@@ -92,6 +92,8 @@ class LabelHorizon:
         self.wait_ms = wait_ms
         self._held: dict[WindowKey, HeldWindow] = {}
         self._released: OrderedDict[WindowKey, None] = OrderedDict()
+        # oldest_offsets() runs after every record: kept up to date instead of recomputed
+        self._oldest: dict[TopicPartitionKey, int] | None = {}
 
     def __len__(self) -> int:
         return len(self._held)
@@ -109,7 +111,10 @@ class LabelHorizon:
         if held is None:
             if not points or window in self._released:
                 return NO_LABELS
-            self._held[window] = HeldWindow(replace(record, points=points), due_ms, source, key)
+            held = HeldWindow(replace(record, points=points), due_ms, source, key)
+            self._held[window] = held
+            if self._oldest is not None:  # offsets only grow within a partition
+                self._oldest.setdefault(held.partition, source.offset)
             return HELD
         if record.revision <= held.record.revision:
             return REPLAY  # a worker's replay: the held points are as new or newer
@@ -126,24 +131,27 @@ class LabelHorizon:
         for held in due:
             del self._held[held.window]
             self._released[held.window] = None
+            self._oldest = None
         while len(self._released) > REMEMBERED_WINDOWS:
             self._released.popitem(last=False)
         return due
 
     def oldest_offsets(self) -> dict[TopicPartitionKey, int]:
         """Per partition, the offset of the first record of its oldest held window."""
-        oldest: dict[TopicPartitionKey, int] = {}
-        for held in self._held.values():
-            offset = oldest.get(held.partition)
-            if offset is None or held.source.offset < offset:
-                oldest[held.partition] = held.source.offset
-        return oldest
+        if self._oldest is None:
+            self._oldest = {}
+            for held in self._held.values():
+                offset = self._oldest.get(held.partition)
+                if offset is None or held.source.offset < offset:
+                    self._oldest[held.partition] = held.source.offset
+        return dict(self._oldest)
 
     def forget(self, partitions: Collection[TopicPartitionKey]) -> None:
         lost = set(partitions)
         for window, held in list(self._held.items()):
             if held.partition in lost:
                 del self._held[window]
+        self._oldest = None
 
 
 @dataclass
