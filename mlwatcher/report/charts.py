@@ -45,8 +45,13 @@ def window_length(frame: pd.DataFrame) -> pd.Timedelta:
     return pd.Timedelta(seconds=60)
 
 
-def agent_dashboard(frame: pd.DataFrame, agent: str, path: Path) -> Path:
-    """Write the dashboard of one agent's rows to ``path`` (PNG)."""
+def agent_dashboard(
+    frame: pd.DataFrame, agent: str, path: Path, points: pd.DataFrame | None = None
+) -> Path:
+    """Write the dashboard of one agent's rows (latest state, :func:`data.latest`) to
+    ``path`` (PNG). ``points``: the agent's rows of every revision, to show how the label
+    metrics filled in since each window closed (default: ``frame``)."""
+    points = frame if points is None else points
     length = window_length(frame)
     drift = data.feature_drift(frame)
     n_features = len(drift.flags.index)
@@ -61,9 +66,9 @@ def agent_dashboard(frame: pd.DataFrame, agent: str, path: Path) -> Path:
     )
     figure.suptitle(f"agent {agent}", fontsize=14, fontweight="bold")
     _class_mix(axes[0], data.class_frequencies(frame), length)
-    _rows(axes[1], data.rows_per_window(frame), length)
+    _rows(axes[1], data.rows_per_window(frame), data.label_fill(points), length)
     _confidence(axes[2], frame, length)
-    _scores(axes[3], data.label_scores(frame), length)
+    _scores(axes[3], data.label_scores(frame), length, data.earlier_accuracy(points))
     _estimated_accuracy(axes[4], data.accuracy_estimates(frame), length)
     _flag_heatmap(
         axes[5],
@@ -161,8 +166,12 @@ def _step_edges(starts: pd.DatetimeIndex, length: pd.Timedelta) -> np.ndarray:
     return np.column_stack([starts.to_numpy(), ends.to_numpy()]).ravel()
 
 
-def _rows(axis: Axes, rows: pd.Series, length: pd.Timedelta) -> None:
-    axis.set_title("rows per window", loc="left", fontsize=10)
+def _rows(axis: Axes, rows: pd.Series, fill: pd.DataFrame, length: pd.Timedelta) -> None:
+    revised = int((fill["revision"] > 0).sum()) if not fill.empty else 0
+    title = "rows per window, and labelled rows"
+    if revised:
+        title += f" (at close and now: {revised} windows got labels later)"
+    axis.set_title(title, loc="left", fontsize=10)
     axis.set_ylabel("rows")
     if rows.empty:
         _no_data(axis)
@@ -172,8 +181,30 @@ def _rows(axis: Axes, rows: pd.Series, length: pd.Timedelta) -> None:
         rows.to_numpy(),
         width=length * 0.9,
         align="edge",
-        color="#4d4d4d",
+        color="#bababa",
+        label="rows",
     )
+    labelled = fill["labelled"].dropna()
+    if not labelled.empty:
+        axis.bar(
+            labelled.index,
+            labelled.to_numpy(),
+            width=length * 0.9,
+            align="edge",
+            color="#762a83",
+            alpha=0.45,
+            label="labelled now",
+        )
+        at_close = fill["labelled_at_close"].dropna()
+        axis.bar(
+            at_close.index,
+            at_close.to_numpy(),
+            width=length * 0.9,
+            align="edge",
+            color="#762a83",
+            label="labelled at close",
+        )
+        axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 
 
 def _confidence(axis: Axes, frame: pd.DataFrame, length: pd.Timedelta) -> None:
@@ -202,14 +233,28 @@ def _confidence(axis: Axes, frame: pd.DataFrame, length: pd.Timedelta) -> None:
     axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 
 
-def _scores(axis: Axes, scores: pd.DataFrame, length: pd.Timedelta) -> None:
-    axis.set_title("accuracy and macro-F1 (windows with labels)", loc="left", fontsize=10)
+def _scores(
+    axis: Axes, scores: pd.DataFrame, length: pd.Timedelta, earlier: pd.DataFrame | None = None
+) -> None:
+    title = "accuracy and macro-F1 (windows with labels"
+    if earlier is not None and not earlier.empty:
+        title += "; x: accuracy of earlier label revisions"
+    axis.set_title(title + ")", loc="left", fontsize=10)
     if scores.empty or scores.dropna(how="all").empty:
         _no_data(axis, "no labels")
         return
     centre = scores.index + length / 2
     axis.plot(centre, scores["accuracy"], color="#762a83", marker="o", label="accuracy")
     axis.plot(centre, scores["macro_f1"], color="#e08214", marker=".", label="macro-F1")
+    if earlier is not None and not earlier.empty:
+        axis.scatter(
+            earlier["window_start"] + length / 2,
+            earlier["value"],
+            color="#762a83",
+            marker="x",
+            alpha=0.5,
+            label="accuracy, earlier revisions",
+        )
     axis.set_ylim(-0.02, 1.02)
     axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
 

@@ -2,10 +2,15 @@
 
 The data set is the Parquet sink's long format: one row per metric point with ``agent_id``,
 ``window_start``, ``window_end``, ``what``, ``class_name``, ``feat_name``, ``stat``,
-``target_type``, ``value``, ``rows_seen``, ``rows_sampled`` (hive partitions
+``target_type``, ``value``, ``rows_seen``, ``rows_sampled``, ``revision`` (hive partitions
 ``agent_id=.../date=.../``). Every function here takes one agent's rows and returns a frame
 indexed by ``window_start``; windows without a value are missing, never zero-filled, so a
 chart never invents data.
+
+Label revisions: a window closed before its labels arrived gets revisions n >= 1 that carry
+its label metrics recomputed over every label so far. :func:`load_metrics` gives the latest
+state (each ``what`` from the highest revision that has it, see :func:`latest`), which every
+chart draws; :func:`load_points` keeps every revision, for :func:`label_fill`.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 from mlwatcher.report import names
-from mlwatcher.sinks import parquet_format
+from mlwatcher.sinks import parquet_files, parquet_format
 
 REQUIRED_COLUMNS = ("agent_id", "window_start", "what", "value")
-_KEY = ("window_start", "what", "class_name", "feat_name", "stat", "extra")
+_KEY = ("window_start", "what", "class_name", "feat_name", "stat", "extra", "revision")
 
 
 class ReportDataError(ValueError):
@@ -32,20 +38,31 @@ class ReportDataError(ValueError):
 
 
 def load_metrics(path: str | Path) -> pd.DataFrame:
-    """All points of a Parquet metrics data set (a directory or one file), de-duplicated.
+    """The latest state of every window of a Parquet metrics data set (a directory or one
+    file): :func:`latest` of :func:`load_points`."""
+    return latest(load_points(path))
 
-    A window re-emitted after a crash carries the same points, so exact duplicates of a
-    point's key are dropped (the last one read wins).
+
+def load_points(path: str | Path) -> pd.DataFrame:
+    """All points of a Parquet metrics data set, every revision, de-duplicated.
+
+    A record re-emitted after a crash carries the same points, so exact duplicates of a
+    point's key (revision included) are dropped (the last one read wins). Files of every
+    schema version of the sink are read (version 2 files are revision 0); a file of another
+    writer needs at least the columns of :data:`REQUIRED_COLUMNS`.
     """
     path = Path(path)
     if not path.exists():
         raise ReportDataError(f"metrics path {path} does not exist")
     try:
-        partitioning = hive_partitioning() if path.is_dir() else None
-        dataset = ds.dataset(path, format="parquet", partitioning=partitioning)
-        table = dataset.to_table()
-    except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid, a ValueError
-        raise ReportDataError(f"cannot read Parquet metrics under {path}: {error}") from error
+        table = parquet_files.read_data_set(path)
+    except (KeyError, ValueError, pa.ArrowException):  # not (only) the sink's files
+        try:
+            partitioning = hive_partitioning() if path.is_dir() else None
+            dataset = ds.dataset(path, format="parquet", partitioning=partitioning)
+            table = dataset.to_table()
+        except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid, a ValueError
+            raise ReportDataError(f"cannot read Parquet metrics under {path}: {error}") from error
     frame = table.to_pandas()
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
@@ -54,6 +71,44 @@ def load_metrics(path: str | Path) -> pd.DataFrame:
             f"with at least {list(REQUIRED_COLUMNS)}"
         )
     return normalise(frame)
+
+
+def latest(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each window's latest state: per (agent, window, ``what``) the rows of the highest
+    revision that has that ``what``. Label metrics come from the latest label revision,
+    everything else from revision 0 (the rule of ``parquet_format.latest_revisions``)."""
+    if frame.empty:
+        return frame
+    top = frame.groupby(["agent_id", "window_start", "what"])["revision"].transform("max")
+    return frame.loc[frame["revision"] == top].reset_index(drop=True)
+
+
+def earlier_accuracy(points: pd.DataFrame) -> pd.DataFrame:
+    """Overall accuracy of one agent's windows as earlier revisions had it (every revision
+    below the window's latest): ``window_start``, ``revision``, ``value``."""
+    rows = select(points, names.ACCURACY_OVERALL, class_name=None, feat_name=None, stat=None)
+    rows = rows[["window_start", "revision", "value"]]
+    latest_revision = rows.groupby("window_start")["revision"].transform("max")
+    return rows[rows["revision"] < latest_revision].reset_index(drop=True)
+
+
+def label_fill(points: pd.DataFrame) -> pd.DataFrame:
+    """How labels filled in, per window of one agent's rows (all revisions): ``rows`` seen,
+    ``labelled_at_close`` (revision 0), ``labelled`` now (latest revision) and the latest
+    ``revision`` number (0: no label revision)."""
+    labelled = select(points, names.LABELLED_ROWS, class_name=None, feat_name=None, stat=None)
+    at_close = labelled[labelled["revision"] == 0].groupby("window_start")["value"].last()
+    newest = labelled.sort_values("revision").groupby("window_start")["value"].last()
+    fill = pd.DataFrame(
+        {
+            "rows": rows_per_window(points[points["revision"] == 0]),
+            "labelled_at_close": at_close,
+            "labelled": newest,
+            "revision": points.groupby("window_start")["revision"].max(),
+        }
+    ).sort_index()
+    fill["revision"] = fill["revision"].fillna(0).astype(int)
+    return fill
 
 
 def hive_partitioning() -> ds.PartitioningFactory:
@@ -74,6 +129,8 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
         if column in frame.columns:
             frame[column] = _as_utc(frame[column])
     frame["value"] = frame["value"].astype(float)
+    revision = frame["revision"] if "revision" in frame.columns else pd.Series(0, frame.index)
+    frame["revision"] = revision.fillna(0).astype(int)
     # extra properties as a canonical "k=v;k=v" string: hashable, comparable, readable
     raw_extra = frame["extra"] if "extra" in frame.columns else pd.Series(None, index=frame.index)
     frame["extra"] = raw_extra.map(lambda cell: _canonical_extra(_extra_dict(cell)))

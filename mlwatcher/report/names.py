@@ -8,6 +8,7 @@ from __future__ import annotations
 
 PREDICTION_FREQ = "prediction_freq"
 ROWS_SEEN = "rows_seen"
+LABELLED_ROWS = "labelled_rows"
 PRED1 = "max_prediction_proba"
 SPREAD12 = "spread12_prediction_proba"
 F1_PER_CLASS = "f1"

@@ -27,6 +27,8 @@ class Report:
     images: dict[str, Path] = field(default_factory=dict)  # name -> PNG
     drifted: pd.DataFrame = field(default_factory=pd.DataFrame)
     windows: dict[str, int] = field(default_factory=dict)  # agent -> windows in the data
+    #: agent -> per window: rows, labelled rows at close and now, latest revision
+    label_fill: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def build_report(
@@ -40,7 +42,8 @@ def build_report(
     built with labels, next to the agent's latest window.
     """
     references = references or {}
-    frame = data.load_metrics(metrics_path)
+    points = data.load_points(metrics_path)
+    frame = data.latest(points)
     if frame.empty:
         raise data.ReportDataError(f"{metrics_path}: the data set holds no metric points")
     output = Path(output_dir)
@@ -49,9 +52,11 @@ def build_report(
     report.images["overview"] = charts.overview(frame, output / "overview.png")
     for agent in data.agents(frame):
         rows = frame[frame["agent_id"] == agent]
+        agent_points = points[points["agent_id"] == agent]
         report.windows[agent] = len(data.window_index(rows))
+        report.label_fill[agent] = data.label_fill(agent_points)
         report.images[agent] = charts.agent_dashboard(
-            rows, agent, output / f"agent_{_file_safe(agent)}.png"
+            rows, agent, output / f"agent_{_file_safe(agent)}.png", agent_points
         )
         profile = references.get(agent)
         report.images[f"{agent} reliability"] = charts.reliability_diagram(
@@ -104,6 +109,8 @@ td.yes {{ background: #f4a582; }}
 <p>Metrics from <code>{html.escape(str(source))}</code>: {len(frame)} points, windows from
 {html.escape(str(start))} to {html.escape(str(end))}. Generated {generated}.</p>
 <ul>{agents_list}</ul>
+<h2>Labels</h2>
+{_label_table(report.label_fill)}
 <h2>Windows flagged as drifted</h2>
 {_drift_table(report.drifted)}
 <h2>All agents</h2>
@@ -111,6 +118,30 @@ td.yes {{ background: #f4a582; }}
 {"".join(sections)}
 </body></html>
 """
+
+
+def _label_table(fills: Mapping[str, pd.DataFrame]) -> str:
+    """Per agent: how many windows got label revisions, and the labelled rows at the close
+    of the windows against now (labels that arrived later count in their window)."""
+    header = (
+        "<tr><th>agent</th><th>windows</th><th>windows revised</th><th>highest revision</th>"
+        "<th>labelled rows at close</th><th>labelled rows now</th><th>share of rows "
+        "labelled now</th></tr>"
+    )
+    rows = []
+    for agent, fill in fills.items():
+        at_close = fill["labelled_at_close"].fillna(0).sum()
+        now = fill["labelled"].fillna(0).sum()
+        seen = fill["rows"].sum()
+        share = now / seen if seen else float("nan")
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(agent)}</td><td>{len(fill)}</td>"
+            f"<td>{int((fill['revision'] > 0).sum())}</td><td>{int(fill['revision'].max())}</td>"
+            f"<td>{int(at_close)}</td><td>{int(now)}</td><td>{_number(share)}</td>"
+            "</tr>"
+        )
+    return f"<table>{header}{''.join(rows)}</table>"
 
 
 def _drift_table(drifted: pd.DataFrame) -> str:

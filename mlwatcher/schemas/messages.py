@@ -209,6 +209,30 @@ class LabelBatch:
         )
 
 
+#: The label-dependent ``what``s: a label revision (``MetricRecord.revision`` >= 1) carries
+#: every point of these, recomputed over all labels joined to its window so far, and no other
+#: (``mlwatcher.metrics.compute.label_points``; a test keeps the two in step).
+LABEL_WHATS = frozenset(
+    {
+        "labelled_rows",
+        "label_count",
+        "label_freq",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "overall_accuracy",
+        "confusion_count",
+        "log_loss",
+        "brier_score",
+        "expected_calibration_error",
+        "calibration_bin_rows",
+        "calibration_bin_confidence",
+        "calibration_bin_accuracy",
+    }
+)
+
+
 @dataclass
 class MetricRecord:
     """The metrics of one agent for one closed window, as on the metrics topic."""

@@ -29,8 +29,20 @@ MAX_PROPERTIES = 20
 MAX_KEY_LENGTH = 50
 MAX_VALUE_LENGTH = 150
 PROPERTY_VERSION = "1"
-#: Properties the sink sets itself; an ``extra`` entry may not reuse these names.
-FIXED_PROPERTIES = ("what", "target_type", "agent_id", "class_name", "feat_name", "stat", "ver")
+#: The property of the label series ``mlwatcher sink anodot-labels`` sends: label metrics of
+#: a window as they stood ``<seconds>s`` after its end (mlwatcher/sinks/anodot_labels.py).
+LABEL_WAIT = "label_wait"
+#: Properties the sinks set themselves; an ``extra`` entry may not reuse these names.
+FIXED_PROPERTIES = (
+    "what",
+    "target_type",
+    "agent_id",
+    "class_name",
+    "feat_name",
+    "stat",
+    "ver",
+    LABEL_WAIT,
+)
 
 # Everything outside printable ASCII, plus space and ".", is unsafe in Anodot properties.
 _UNSAFE = re.compile(r"[^\x21-\x7e]|\.")
@@ -66,8 +78,9 @@ def sanitize(text: str, max_length: int) -> str:
     return cleaned or "_"
 
 
-def anodot_properties(agent_id: str, point: Point) -> dict[str, str]:
-    """The sanitised Anodot properties of ``point``; PointRejectedError if impossible."""
+def anodot_properties(agent_id: str, point: Point, label_wait: str | None = None) -> dict[str, str]:
+    """The sanitised Anodot properties of ``point``; PointRejectedError if impossible.
+    ``label_wait``: the :data:`LABEL_WAIT` property of the label series (``"3600s"``)."""
     raw: list[tuple[str, str]] = [
         ("what", point.what),
         ("target_type", point.target_type),
@@ -78,6 +91,8 @@ def anodot_properties(agent_id: str, point: Point) -> dict[str, str]:
         if value is not None:
             raw.append((name, value))
     raw.append(("ver", PROPERTY_VERSION))
+    if label_wait is not None:
+        raw.append((LABEL_WAIT, label_wait))
     for key, value in point.extra.items():
         if key in FIXED_PROPERTIES:
             raise PointRejectedError(
@@ -102,7 +117,9 @@ def anodot_properties(agent_id: str, point: Point) -> dict[str, str]:
     return properties
 
 
-def to_anodot_point(agent_id: str, window_start_ms: int, point: Point) -> AnodotPoint:
+def to_anodot_point(
+    agent_id: str, window_start_ms: int, point: Point, label_wait: str | None = None
+) -> AnodotPoint:
     """One Metrics 2.0 point; raises PointRejectedError with the reason."""
     value = float(point.value)
     if not math.isfinite(value):
@@ -112,7 +129,7 @@ def to_anodot_point(agent_id: str, window_start_ms: int, point: Point) -> Anodot
             f"target_type: expected 'gauge' or 'counter', got {point.target_type!r}"
         )
     return {
-        "properties": anodot_properties(agent_id, point),
+        "properties": anodot_properties(agent_id, point, label_wait),
         "tags": {},
         "timestamp": window_start_ms // 1000,
         "value": value,
@@ -120,14 +137,14 @@ def to_anodot_point(agent_id: str, window_start_ms: int, point: Point) -> Anodot
 
 
 def convert_points(
-    agent_id: str, window_start_ms: int, points: Iterable[Point]
+    agent_id: str, window_start_ms: int, points: Iterable[Point], label_wait: str | None = None
 ) -> tuple[list[AnodotPoint], list[RejectedPoint]]:
     """Convert the points of one window; refused points come back with their reason."""
     converted: list[AnodotPoint] = []
     rejected: list[RejectedPoint] = []
     for point in points:
         try:
-            converted.append(to_anodot_point(agent_id, window_start_ms, point))
+            converted.append(to_anodot_point(agent_id, window_start_ms, point, label_wait))
         except PointRejectedError as error:
             rejected.append(RejectedPoint(point, str(error)))
     return converted, rejected

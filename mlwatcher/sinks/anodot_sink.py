@@ -5,6 +5,12 @@ Records are handled in the order consumed; their points are cut into requests (a
 ``max_points_per_request``, never two points of one series in one request) that are sent
 one at a time through the shared rate limit. An offset is committed only after every point
 of the record was accepted by Anodot or written to the dead-letter topic with its reason.
+
+Label revisions (records with ``revision`` >= 1, label metrics of a window that closed
+before its labels came) are not sent: Metrics 2.0 drops a point older than the latest point
+of its series, and by the time a revision comes, the series has points of newer windows.
+``mlwatcher sink anodot-labels`` (:mod:`mlwatcher.sinks.anodot_labels`) sends them, as
+series of their own; see docs/sinks.md.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class AnodotSinkStats(SinkStats):
     points_dead_lettered: int = 0
     requests: int = 0
     retries: int = 0
+    #: label revisions, left to ``sink anodot-labels``
+    revisions_skipped: int = 0
 
 
 @dataclass
@@ -78,10 +86,14 @@ class AnodotSink(Sink[MetricRecord]):
 
     def add(self, record: MetricRecord, message: Message) -> None:
         source = SourceRef.of(message)
+        if record.revision > 0:
+            self.stats.revisions_skipped += 1
+            self._tracker.add_record(source.topic, source.partition, source.offset, 0)
+            return
         converted, rejected = convert_points(record.agent_id, record.window_start_ms, record.points)
         for refused in rejected:
             self._dead_letter_point(
-                _point_document(record, refused.point),
+                point_document(record, refused.point),
                 message.key(),
                 REFUSED_POINT,
                 refused.reason,
@@ -150,10 +162,12 @@ class AnodotSink(Sink[MetricRecord]):
         self.stats.points_dead_lettered += 1
 
 
-def _point_document(record: MetricRecord, point: Point) -> dict[str, Any]:
+def point_document(record: MetricRecord, point: Point) -> dict[str, Any]:
+    """A refused point as the JSON document of its dead letter."""
     return {
         "agent_id": record.agent_id,
         "window_start_ms": record.window_start_ms,
+        "revision": record.revision,
         "point": {
             "what": point.what,
             "target_type": point.target_type,

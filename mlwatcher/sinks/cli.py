@@ -1,4 +1,4 @@
-"""``mlwatcher sink anodot | parquet | replay-anodot``."""
+"""``mlwatcher sink anodot | anodot-labels | parquet | prometheus | replay-anodot``."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def sink() -> None:
 
 def _consumer_options(kind: str) -> Callable[[F], F]:
     """``--group-id`` and ``--progress-interval`` of a sink that consumes the metrics topic."""
-    envvar = f"MLWATCHER_{kind.upper()}_GROUP_ID"
+    envvar = f"MLWATCHER_{kind.upper().replace('-', '_')}_GROUP_ID"
 
     def decorate(func: F) -> F:
         func = click.option(
@@ -197,6 +197,82 @@ def anodot(
         raise click.ClickException(client.redact(str(error))) from None
 
 
+@sink.command("anodot-labels")
+@kafka_options(topics=SINK_TOPICS)
+@_anodot_options
+@_consumer_options("anodot-labels")
+@click.option(
+    "--label-wait",
+    type=click.IntRange(min=0),
+    default=3600,
+    show_default=True,
+    help="Seconds after a window's end to wait for late labels before its label metrics "
+    "are sent; later label revisions are not sent.",
+)
+@click.option(
+    "--linger",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Send a partial request once its oldest point waited this many seconds.",
+)
+def anodot_labels(
+    bootstrap_servers: str,
+    kafka_option: tuple[str, ...],
+    metrics_topic: str,
+    dead_letter_topic: str,
+    base_url: str,
+    token: str,
+    rate_limit: float,
+    max_points_per_request: int,
+    request_timeout: float,
+    max_attempts: int,
+    group_id: str,
+    label_wait: int,
+    linger: float,
+    progress_interval: float,
+) -> None:
+    """Send each window's label metrics to Anodot once, LABEL_WAIT seconds after it closed.
+
+    Labels that come after their window closed reach the metrics topic as label revisions,
+    which Metrics 2.0 cannot take into the series `sink anodot` fills (it drops points older
+    than a series' latest). This sink sends accuracy, precision, ... of every window as they
+    stand --label-wait seconds after its end, into series with the extra property
+    label_wait=<seconds>s. Run it next to `sink anodot` (its own consumer group).
+    """
+    from mlwatcher.sinks.anodot_client import AnodotError
+    from mlwatcher.sinks.anodot_labels import AnodotLabelSink, AnodotLabelSinkConfig
+    from mlwatcher.sinks.shutdown import Shutdown
+
+    client = _client(
+        base_url, token, rate_limit, max_points_per_request, request_timeout, max_attempts
+    )
+    config = AnodotLabelSinkConfig(
+        bootstrap_servers=bootstrap_servers,
+        metrics_topic=metrics_topic,
+        dead_letter_topic=dead_letter_topic,
+        group_id=group_id,
+        kafka_options=parse_kafka_options(kafka_option),
+        label_wait_seconds=label_wait,
+        linger_seconds=linger,
+        progress_interval=progress_interval,
+    )
+    shutdown = Shutdown()
+    shutdown.install_signal_handlers()
+    log.info(
+        "anodot label sink: %s -> %s (group %s, label wait %d s)",
+        metrics_topic,
+        client.url,
+        group_id,
+        label_wait,
+    )
+    try:
+        with client:
+            AnodotLabelSink(config, client).run(shutdown)
+    except AnodotError as error:
+        raise click.ClickException(client.redact(str(error))) from None
+
+
 @sink.command("parquet")
 @kafka_options(topics=SINK_TOPICS)
 @click.option(
@@ -261,10 +337,11 @@ def parquet(
 @sink.command("migrate-parquet")
 @click.argument("parquet_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def migrate_parquet(parquet_dir: Path) -> None:
-    """Rewrite a Parquet data set written before schema version 2 in place (stop its sink first).
+    """Rewrite a data set of an older Parquet schema version in place (stop its sink first).
 
-    Version 1 files kept agent_id inside (pyarrow's hive reader refuses them) or, from
-    `demo --offline`, extra as a map; current files are left alone.
+    Version 2 files have no revision column (their rows become revision 0); version 1 files
+    kept agent_id inside (pyarrow's hive reader refuses them) or, from `demo --offline`, extra
+    as a map; current files are left alone.
     """
     from mlwatcher.sinks.parquet_files import migrate
 

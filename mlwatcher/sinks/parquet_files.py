@@ -16,9 +16,11 @@ import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from mlwatcher.schemas import MetricRecord
@@ -28,6 +30,7 @@ from mlwatcher.sinks.parquet_format import (
     SCHEMA_VERSION,
     ColumnBuffer,
     FileRange,
+    hive_partitioning,
     partition_dir,
 )
 
@@ -141,35 +144,97 @@ def write_records(records: Iterable[MetricRecord], root: Path, file_name: str) -
     return written
 
 
-def migrate(root: Path) -> list[Path]:
-    """Rewrite the files of a data set written before schema version 2, in place (atomically).
+def upgrade(table: pa.Table) -> pa.Table:
+    """A table read from a data file of any schema version, in the current :data:`SCHEMA`.
 
     Version 1 files of the sink held ``agent_id`` (dictionary) inside, which breaks
     ``pyarrow.dataset(partitioning="hive")``; those of ``mlwatcher demo --offline`` held
-    ``extra`` as a map, ``rows_sampled`` as int32 and no ``model_version``. Files already at
-    version 2 are left alone; returns the rewritten paths.
+    ``extra`` as a map, ``rows_sampled`` as int32 and no ``model_version``. Version 2 files
+    had no ``revision`` column: every row is revision 0 (the record at window close).
     """
+    table = table.drop_columns([c for c in ("agent_id", "date") if c in table.column_names])
+    optional = ("model_version", "revision")
+    missing = [name for name in SCHEMA.names if name not in table.column_names + list(optional)]
+    if missing:
+        raise ValueError(f"columns {missing} missing: not a file of the metrics data set")
+    if pa.types.is_map(table.schema.field("extra").type):
+        as_json = [extra_json(dict(cell or [])) for cell in table["extra"].to_pylist()]
+        table = table.set_column(
+            table.column_names.index("extra"), "extra", pa.array(as_json, pa.string())
+        )
+    else:
+        table = table.set_column(
+            table.column_names.index("extra"),
+            "extra",
+            pc.fill_null(table["extra"].cast(pa.string()), "{}"),
+        )
+    if "model_version" not in table.column_names:
+        table = table.append_column("model_version", pa.array([""] * len(table), pa.string()))
+    if "revision" not in table.column_names:
+        table = table.append_column("revision", pa.array([0] * len(table), pa.int32()))
+    return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+def migrate(root: Path) -> list[Path]:
+    """Rewrite the files of a data set written before the current schema version, in place
+    (atomically; see :func:`upgrade`). Current files are left alone; returns the rewritten
+    paths."""
     rewritten: list[Path] = []
     for path in sorted(Path(root).glob("agent_id=*/date=*/*.parquet")):
-        metadata = pq.read_schema(path).metadata or {}
-        if metadata.get(b"mlwatcher.schema_version") == SCHEMA_VERSION.encode():
+        if _schema_version(path) == SCHEMA_VERSION:
             continue
-        table = pq.read_table(path, partitioning=None)
-        table = table.drop_columns([c for c in ("agent_id", "date") if c in table.column_names])
-        if pa.types.is_map(table.schema.field("extra").type):
-            as_json = [extra_json(dict(cell or [])) for cell in table["extra"].to_pylist()]
-            table = table.set_column(
-                table.column_names.index("extra"), "extra", pa.array(as_json, pa.string())
-            )
-        else:
-            table = table.set_column(
-                table.column_names.index("extra"),
-                "extra",
-                pc.fill_null(table["extra"].cast(pa.string()), "{}"),
-            )
-        if "model_version" not in table.column_names:
-            table = table.append_column("model_version", pa.array([""] * len(table), pa.string()))
-        write_atomically(table.select(SCHEMA.names).cast(SCHEMA), path)
+        write_atomically(upgrade(pq.read_table(path, partitioning=None)), path)
         rewritten.append(path)
         log.info("migrated %s to schema version %s", path, SCHEMA_VERSION)
     return rewritten
+
+
+def _schema_version(path: Path) -> str:
+    metadata = pq.read_schema(path).metadata or {}
+    return metadata.get(b"mlwatcher.schema_version", b"1").decode()
+
+
+#: the data set as readers see it: the files' columns plus the hive directory columns
+DATA_SET_SCHEMA = pa.schema([*SCHEMA, ("agent_id", pa.string()), ("date", pa.string())])
+
+
+def read_data_set(path: Path) -> pa.Table:
+    """Every row of a data set (a directory of hive partitions, or one file) in
+    :data:`DATA_SET_SCHEMA`, whatever schema version each file has (files of version 2 are
+    revision 0). Current files are scanned as one data set; a set with older files is read
+    file by file through :func:`upgrade`, the way ``migrate-parquet`` would rewrite them."""
+    path = Path(path)
+    files = [path] if path.is_file() else _data_files(path)
+    if not files:
+        return DATA_SET_SCHEMA.empty_table()
+    if all(_schema_version(file) == SCHEMA_VERSION for file in files):
+        if path.is_file():
+            return _with_directory_columns(pq.read_table(path, partitioning=None), path)
+        dataset = ds.dataset(path, format="parquet", partitioning=hive_partitioning())
+        return dataset.to_table().select(DATA_SET_SCHEMA.names).cast(DATA_SET_SCHEMA)
+    tables = [
+        _with_directory_columns(upgrade(pq.read_table(file, partitioning=None)), file)
+        for file in files
+    ]
+    return pa.concat_tables(tables) if tables else DATA_SET_SCHEMA.empty_table()
+
+
+def _data_files(root: Path) -> list[Path]:
+    # what pyarrow.dataset reads too: it skips names starting with "." (temporary files) or "_"
+    return sorted(
+        p for p in root.rglob("*.parquet") if not p.name.startswith((".", "_")) and p.is_file()
+    )
+
+
+def _with_directory_columns(table: pa.Table, file: Path) -> pa.Table:
+    """``agent_id`` and ``date`` from the file's hive directories (None when not in one)."""
+    parts = dict(
+        part.split("=", 1)
+        for part in file.parent.parts[-2:]
+        if part.startswith(("agent_id=", "date="))
+    )
+    agent = unquote(parts["agent_id"]) if "agent_id" in parts else None
+    n = table.num_rows
+    table = table.append_column("agent_id", pa.array([agent] * n, pa.string()))
+    table = table.append_column("date", pa.array([parts.get("date")] * n, pa.string()))
+    return table.select(DATA_SET_SCHEMA.names).cast(DATA_SET_SCHEMA)

@@ -24,8 +24,9 @@ import pyarrow.dataset as ds
 from mlwatcher.schemas import MetricRecord
 from mlwatcher.schemas.point_columns import TARGET_TYPES, PointColumns, concat
 
-#: schema version, in the files' key-value metadata (version 1 stored agent_id in the files)
-SCHEMA_VERSION = "2"
+#: schema version, in the files' key-value metadata (version 1 stored agent_id in the files;
+#: version 2 had no ``revision`` column: its rows are all revision 0)
+SCHEMA_VERSION = "3"
 
 SCHEMA = pa.schema(
     [
@@ -41,6 +42,8 @@ SCHEMA = pa.schema(
         pa.field("rows_seen", pa.int64(), nullable=False),
         pa.field("rows_sampled", pa.int64(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
+        # 0: the window's record at close; n >= 1: its n-th label revision (label points only)
+        pa.field("revision", pa.int32(), nullable=False),
     ],
     metadata={"mlwatcher.schema_version": SCHEMA_VERSION},
 )
@@ -109,6 +112,7 @@ class ColumnBuffer:
     rows_seen: list[np.ndarray] = field(default_factory=list)
     rows_sampled: list[np.ndarray] = field(default_factory=list)
     model_version: list[str] = field(default_factory=list)
+    revision: list[np.ndarray] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -126,6 +130,7 @@ class ColumnBuffer:
         self.rows_seen.append(np.full(n, header["rows_seen"], np.int64))
         self.rows_sampled.append(np.full(n, header["rows_sampled"], np.int64))
         self.model_version.append(header["model_version"])
+        self.revision.append(np.full(n, header.get("revision", 0), np.int32))
         return n
 
     def add_metric_record(self, record: MetricRecord) -> int:
@@ -138,6 +143,7 @@ class ColumnBuffer:
             "rows_seen": record.rows_seen,
             "rows_sampled": record.rows_sampled,
             "model_version": record.model_version,
+            "revision": record.revision,
         }
         return self.add_record(header, PointColumns.from_points(record.points))
 
@@ -173,5 +179,29 @@ class ColumnBuffer:
             pa.DictionaryArray.from_arrays(
                 pa.array(version_index), pa.array(versions, pa.string())
             ).dictionary_decode(),
+            pa.array(np.concatenate(self.revision), pa.int32()),
         ]
         return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
+#: the columns that identify a window in the data set, with ``what`` the group a revision
+#: replaces (a label revision carries every point of the label-dependent ``what``s)
+WINDOW_KEY = ("agent_id", "window_start")
+
+
+def latest_revisions(table: pa.Table) -> pa.Table:
+    """The latest state of every window: each ``what`` from the highest revision that has it.
+
+    A label revision n >= 1 carries every label-dependent point of its window recomputed
+    over all labels so far, so per (window, ``what``) the highest revision wins: label
+    metrics come from the window's latest revision, everything else from revision 0. Exact
+    duplicate rows (a re-emission read by two sink processes) are dropped first. The same
+    rule as the DuckDB/pandas queries of docs/sinks.md.
+    """
+    keys = [*WINDOW_KEY, "what"]
+    if table.num_rows == 0:
+        return table
+    table = table.group_by(table.column_names, use_threads=False).aggregate([])
+    top = table.group_by(keys, use_threads=False).aggregate([("revision", "max")])
+    top = top.rename_columns([*keys, "revision"])
+    return table.join(top, [*keys, "revision"], join_type="inner", use_threads=False)

@@ -21,7 +21,6 @@ from typing import Any
 from confluent_kafka import Message
 
 from mlwatcher.schemas import MetricRecord
-from mlwatcher.schemas.messages import window_id
 from mlwatcher.sinks.base import Sink, SinkConfig, SinkStats, TopicPartitionKey
 from mlwatcher.sinks.parquet_files import remove_uncommitted, write_atomically
 from mlwatcher.sinks.parquet_format import ColumnBuffer, FileRange, partition_dir
@@ -56,11 +55,18 @@ class _PartitionBuffer:
     started: float
     bytes: int = 0
     groups: dict[str, ColumnBuffer] = field(default_factory=dict)
-    windows: set[str] = field(default_factory=set)
+    records: set[str] = field(default_factory=set)
 
 
-#: committed windows remembered per partition for de-duplication
-REMEMBERED_WINDOWS = 100_000
+#: committed records (window, revision) remembered per partition for de-duplication
+REMEMBERED_RECORDS = 100_000
+
+
+def record_id(header: Mapping[str, Any]) -> str:
+    """A record across re-emissions: ``agent_id|window_start_ms|revision``. Every revision of
+    a window is kept; a re-sent revision is a duplicate."""
+    return f"{header['agent_id']}|{header['window_start_ms']}|{header.get('revision', 0)}"
+
 
 #: the decoded form the sink buffers: (record header, point columns)
 Columns = tuple[dict[str, Any], dict[str, Any]]
@@ -87,9 +93,9 @@ class ParquetSink(Sink[Columns]):
         self.output_dir = Path(config.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._buffers: dict[TopicPartitionKey, _PartitionBuffer] = {}
-        # Windows already written and committed, per partition (most recent last): a worker
-        # that crashed may emit a window's record again, identical, at a later offset.
-        self._committed_windows: dict[TopicPartitionKey, OrderedDict[str, None]] = {}
+        # Records (window, revision) already written and committed, per partition (most recent
+        # last): a worker that crashed may emit a record again, identical, at a later offset.
+        self._committed_records: dict[TopicPartitionKey, OrderedDict[str, None]] = {}
         self._durable: dict[TopicPartitionKey, int] = {}
 
     def decode(self, value: bytes) -> Columns:
@@ -112,11 +118,11 @@ class ParquetSink(Sink[Columns]):
         header, points = record
         key = (message.topic(), message.partition())
         buffer = self._buffer_for(message)
-        window = window_id(header["agent_id"], header["window_start_ms"])
-        if window in buffer.windows or window in self._committed_windows.get(key, {}):
+        record_key = record_id(header)
+        if record_key in buffer.records or record_key in self._committed_records.get(key, {}):
             self.stats.records_duplicate += 1
         else:
-            buffer.windows.add(window)
+            buffer.records.add(record_key)
             directory = partition_dir(header["agent_id"], header["window_start_ms"])
             group = buffer.groups.get(directory)
             if group is None:
@@ -146,7 +152,7 @@ class ParquetSink(Sink[Columns]):
     def forget(self, partitions: Collection[TopicPartitionKey]) -> None:
         for key in partitions:
             self._buffers.pop(key, None)
-            self._committed_windows.pop(key, None)
+            self._committed_records.pop(key, None)
             self._durable.pop(key, None)
 
     def on_assign(self, start_offsets: Mapping[TopicPartitionKey, int]) -> None:
@@ -181,7 +187,7 @@ class ParquetSink(Sink[Columns]):
                 self.stats.files_written += 1
                 self.stats.rows_written += len(group)
             self._durable[key] = buffer.last_offset + 1
-            remembered = self._committed_windows.setdefault(key, OrderedDict())
-            remembered.update(dict.fromkeys(buffer.windows))
-            while len(remembered) > REMEMBERED_WINDOWS:
+            remembered = self._committed_records.setdefault(key, OrderedDict())
+            remembered.update(dict.fromkeys(buffer.records))
+            while len(remembered) > REMEMBERED_RECORDS:
                 remembered.popitem(last=False)

@@ -1,9 +1,10 @@
 """Metric records → Prometheus series: the latest closed window of every agent.
 
 Pure: no Kafka and no HTTP. :class:`LatestWindows` keeps, per agent, the series of the newest
-window it was given (a re-emitted record of that window replaces it; a record of an older
-window is ignored) and yields them as ``prometheus_client`` metric families, so any
-``prometheus_client`` exposition (the HTTP server, ``generate_latest``) can serve them.
+window it was given (a re-emitted record of that window replaces it; a label revision of it
+replaces its label series; a record of an older window, or an older revision, is ignored) and
+yields them as ``prometheus_client`` metric families, so any ``prometheus_client`` exposition
+(the HTTP server, ``generate_latest``) can serve them.
 
 Naming: a point ``what=W`` becomes the gauge ``mlwatcher_W`` with the labels ``agent_id``,
 ``class_name`` / ``feat_name`` / ``stat`` when set and the point's extra properties. Every
@@ -28,7 +29,7 @@ import numpy as np
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
-from mlwatcher.schemas.point_columns import PointColumns
+from mlwatcher.schemas.point_columns import PointColumns, concat
 
 PREFIX = "mlwatcher_"
 WINDOW_START = "mlwatcher_window_start_timestamp_seconds"
@@ -160,8 +161,11 @@ class AgentWindow:
         self.window_start_ms: int = header["window_start_ms"]
         self.window_end_ms: int = header["window_end_ms"]
         self.model_version: str = header.get("model_version", "")
+        self.revision: int = header.get("revision", 0)
         #: where the record came from (a sink drops the agents of partitions it loses)
         self.source = source
+        #: every point of the window (a label revision replaces some of them)
+        self.columns = columns
         kept = _selected(columns, filters)
         self._extras: dict[int, dict[str, str] | None] = {-1: {}}
         for index in np.unique(columns.extra[kept]).tolist():
@@ -228,13 +232,39 @@ class AgentWindow:
         families[AGENT_INFO] = [Sample(AGENT_INFO, info, 1.0, None, None, None)]
         return families
 
+    def revised(self, columns: PointColumns) -> PointColumns:
+        """This window's points with those of every ``what`` of a label revision replaced by
+        the revision's (it carries each label metric recomputed over all labels so far)."""
+        whats = {columns.strings[i] for i in np.unique(columns.what).tolist()}
+        replaced = np.array([text in whats for text in self.columns.strings], dtype=bool)
+        return concat([_take(self.columns, ~replaced[self.columns.what]), columns])
+
+
+def _take(columns: PointColumns, mask: np.ndarray) -> PointColumns:
+    return PointColumns(
+        strings=columns.strings,
+        what=columns.what[mask],
+        class_name=columns.class_name[mask],
+        feat_name=columns.feat_name[mask],
+        stat=columns.stat[mask],
+        extra=columns.extra[mask],
+        target_type=columns.target_type[mask],
+        value=columns.value[mask],
+    )
+
+
+#: what a record did to the agent's series
+NEW, LABEL_REVISION, REPLAY, STALE = "new", "label_revision", "replay", "stale"
+
 
 @dataclass
 class ApplyResult:
-    """What one record did: ``outcome`` is ``new`` (a newer window), ``revision`` (the held
-    window again) or ``stale`` (older than the held window: ignored). ``filtered``: points
-    the filter left out; ``refused``: points whose extra properties are not a JSON object or
-    collide as label names."""
+    """What one record did: ``outcome`` is ``new`` (a newer window), ``label_revision`` (a
+    newer revision of the held window: its label series replaced), ``replay`` (the held
+    window and revision again: replaced as a whole) or ``stale`` (an older window, or an
+    older revision of the held one: ignored). ``filtered``: points the filter left out;
+    ``refused``: points whose extra properties are not a JSON object or collide as label
+    names."""
 
     outcome: str
     points: int = 0
@@ -294,15 +324,27 @@ class LatestWindows:
     def apply(
         self, header: dict[str, Any], columns: PointColumns, source: Any = None
     ) -> ApplyResult:
-        """Take a decoded metric record (``MetricRecord.decode_columns``)."""
+        """Take a decoded metric record (``MetricRecord.decode_columns``).
+
+        Per agent only the newest window counts: a record of an older window, or an older
+        revision of the held window (a replay of a worker), is stale. A label revision of
+        the held window replaces the points of its ``what``s and keeps the rest; one of a
+        newer window whose record at close this sink never saw (it was before the lookback)
+        becomes the agent's window with the label series alone.
+        """
         agent_id = header["agent_id"]
+        start, revision = header["window_start_ms"], header.get("revision", 0)
         held = self._agents.get(agent_id)
-        if held is not None and header["window_start_ms"] < held.window_start_ms:
-            return ApplyResult("stale", points=len(columns))
+        outcome = NEW
+        if held is not None and start == held.window_start_ms:
+            if revision < held.revision:
+                return ApplyResult(STALE, points=len(columns))
+            outcome = LABEL_REVISION if revision > held.revision else REPLAY
+            if revision > 0:  # a label revision (or its replay) carries the label points only
+                columns = held.revised(columns)
+        elif held is not None and start < held.window_start_ms:
+            return ApplyResult(STALE, points=len(columns))
         window = AgentWindow(header, columns, self._filters, source)
-        outcome = "new"
-        if held is not None and held.window_start_ms == window.window_start_ms:
-            outcome = "revision"
         with self._lock:
             self._agents[agent_id] = window
         return ApplyResult(outcome, len(columns), window.series, window.filtered, window.refused)

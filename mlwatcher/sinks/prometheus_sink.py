@@ -28,7 +28,14 @@ from mlwatcher.schemas import MetricRecord, SchemaDecodeError
 from mlwatcher.schemas.codec import UNDECODABLE, UNKNOWN_SCHEMA
 from mlwatcher.schemas.point_columns import PointColumns
 from mlwatcher.sinks.base import Sink, SinkConfig, SinkStats, TopicPartitionKey
-from mlwatcher.sinks.prometheus_format import LatestWindows, SeriesFilter
+from mlwatcher.sinks.prometheus_format import (
+    LABEL_REVISION,
+    NEW,
+    REPLAY,
+    STALE,
+    LatestWindows,
+    SeriesFilter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +66,8 @@ class PrometheusSinkConfig(SinkConfig):
 @dataclass
 class PrometheusSinkStats(SinkStats):
     records_stale: int = 0
-    records_revised: int = 0
+    records_revised: int = 0  # label revisions of the held window
+    records_replayed: int = 0  # the held window and revision again
     points: int = 0
     points_filtered: int = 0
     points_refused: int = 0
@@ -93,12 +101,13 @@ class SinkMetrics:
         registry.register(_RunnerCounters(stats))
         self.records = Counter(
             "mlwatcher_sink_records",
-            "Metric records consumed, by outcome: new (a newer window), revision (the held "
-            "window again), stale (older than the held window, ignored), dead_letter.",
+            "Metric records consumed, by outcome: new (a newer window), label_revision (a label "
+            "revision of the held window: its label series replaced), replay (the held window "
+            "and revision again), stale (an older window or revision, ignored), dead_letter.",
             ["outcome"],
             registry=registry,
         )
-        for outcome in ("new", "revision", "stale", "dead_letter"):
+        for outcome in (NEW, LABEL_REVISION, REPLAY, STALE, "dead_letter"):
             self.records.labels(outcome)
         self.dead_letters = Counter(
             "mlwatcher_sink_dead_letters",
@@ -201,10 +210,11 @@ class PrometheusSink(Sink[Columns]):
         result = self.windows.apply(header, columns, source=key)
         self.metrics.records.labels(result.outcome).inc()
         self.stats.points += result.points
-        if result.outcome == "stale":
+        if result.outcome == STALE:
             self.stats.records_stale += 1
         else:
-            self.stats.records_revised += result.outcome == "revision"
+            self.stats.records_revised += result.outcome == LABEL_REVISION
+            self.stats.records_replayed += result.outcome == REPLAY
             exported = result.points - result.filtered - result.refused
             self.metrics.points.labels("exported").inc(exported)
             self.metrics.points.labels("filtered").inc(result.filtered)

@@ -2,7 +2,9 @@
 
 What ``anodot_api.py --input`` did for the 2019 agent's files. Rows are sent in window
 order, so every series reaches Anodot in time order; re-running a replay re-sends points
-Anodot already has, which it de-duplicates by series and timestamp.
+Anodot already has, which it de-duplicates by series and timestamp. A window's latest
+revision is sent: its label metrics as they stand after every label revision, the rest
+from its record at close (:func:`~mlwatcher.sinks.parquet_format.latest_revisions`).
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from mlwatcher.point import Point
 from mlwatcher.sinks.anodot_client import AnodotClient
 from mlwatcher.sinks.anodot_format import AnodotPoint, convert_points, series_id
 from mlwatcher.sinks.batching import RequestBatcher
-from mlwatcher.sinks.parquet_format import hive_partitioning
+from mlwatcher.sinks.parquet_files import read_data_set
+from mlwatcher.sinks.parquet_format import latest_revisions
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ def replay_parquet(
     """Send every row of the data set under ``directory``; returns what happened."""
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"PARQUET_DIR: {directory} is not a directory")
-    table = ds.dataset(directory, format="parquet", partitioning=hive_partitioning()).to_table()
+    table = latest_revisions(read_data_set(directory))
     if table.num_rows == 0:
         return ReplayStats()
     table = table.sort_by([("window_start", "ascending"), ("agent_id", "ascending")])

@@ -247,3 +247,66 @@ def test_offline_demo_honours_no_report_and_writes_the_sinks_schema(tmp_path: Pa
     assert all(pq.read_schema(f).equals(SCHEMA, check_metadata=True) for f in files)
     assert not (tmp_path / "report").exists()
     assert "report:" not in result.output
+
+
+def test_report_draws_each_windows_latest_revision(tmp_path: Path) -> None:
+    from mlwatcher.sinks.parquet_files import write_records
+    from tests.sinks.sink_helpers import revision_stream
+
+    records = revision_stream(["late labels"], windows=5)
+    # two files, as a sink writes them; one revision read twice (two sink processes)
+    write_records(
+        records[:7], tmp_path / "data", "m-0-00000000000000000000-00000000000000000006.parquet"
+    )
+    write_records(
+        records[6:], tmp_path / "data", "m-0-00000000000000000006-00000000000000000014.parquet"
+    )
+    newest = {}
+    for record in records:
+        if record.revision >= newest.get(record.window_start_ms, record).revision:
+            newest[record.window_start_ms] = record
+
+    def value(record, what: str) -> float:  # type: ignore[no-untyped-def]
+        return next(p.value for p in record.points if p.what == what and p.class_name is None)
+
+    frame = data.load_metrics(tmp_path / "data")
+    scores = data.label_scores(frame)
+    expected = {
+        pd.Timestamp(start, unit="ms", tz="UTC"): value(record, "overall_accuracy")
+        for start, record in newest.items()
+    }
+    assert scores["accuracy"].to_dict() == pytest.approx(expected)
+    # the rest from revision 0, once per window
+    per_window = frame.groupby("window_start")["what"].value_counts().unstack()
+    assert (per_window["prediction_count"] == 1).all() and (per_window["feature_value"] == 4).all()
+    assert (per_window["overall_accuracy"] == 1).all()
+
+    points = data.load_points(tmp_path / "data")
+    fill = data.label_fill(points)
+    first = [r for r in records if r.revision == 0]
+    assert fill["labelled_at_close"].tolist() == [value(r, "labelled_rows") for r in first]
+    assert fill["labelled"].tolist() == [
+        value(newest[r.window_start_ms], "labelled_rows") for r in first
+    ]
+    assert fill["revision"].tolist() == [newest[r.window_start_ms].revision for r in first]
+    assert (fill["labelled"] > fill["labelled_at_close"]).all()
+    earlier = data.earlier_accuracy(points)
+    want = sorted(
+        (
+            pd.Timestamp(r.window_start_ms, unit="ms", tz="UTC"),
+            r.revision,
+            value(r, "overall_accuracy"),
+        )
+        for r in records
+        if r.revision < newest[r.window_start_ms].revision
+    )
+    assert sorted(earlier.itertuples(index=False, name=None)) == want
+
+    report = build_report(tmp_path / "data", tmp_path / "report")
+    page = report.html_path.read_text()
+    labels = page[page.index("<h2>Labels</h2>") : page.index("<h2>Windows flagged")]
+    cells = re.findall(r"<td>([^<]*)</td>", labels)
+    at_close = sum(value(r, "labelled_rows") for r in first)
+    now = sum(value(newest[r.window_start_ms], "labelled_rows") for r in first)
+    assert cells[:6] == ["late labels", "5", "5", "2", str(int(at_close)), str(int(now))]
+    assert report.images["late labels"].read_bytes().startswith(PNG_SIGNATURE)

@@ -29,6 +29,7 @@ COLUMNS = (
     "extra",
     "rows_seen",
     "rows_sampled",
+    "revision",
 )
 
 
@@ -51,12 +52,13 @@ def expected_rows(records: Sequence[MetricRecord]) -> Counter[Row]:
                     extra if p.extra else "{}",
                     r.rows_seen,
                     r.rows_sampled,
+                    r.revision,
                 )
             ] += 1
     return rows
 
 
-def _normalise(frame: pd.DataFrame) -> Counter[Row]:
+def normalise(frame: pd.DataFrame) -> Counter[Row]:
     # agent_id and date come from the directory names, as proper columns of every reader.
     assert {"agent_id", "date"} <= set(frame.columns), list(frame.columns)
     frame = frame[[*COLUMNS, "date"]].copy()
@@ -75,18 +77,18 @@ def _normalise(frame: pd.DataFrame) -> Counter[Row]:
 
 
 def read_with_pyarrow(root: Path) -> Counter[Row]:
-    return _normalise(ds.dataset(root, partitioning="hive").to_table().to_pandas())
+    return normalise(ds.dataset(root, partitioning="hive").to_table().to_pandas())
 
 
 def read_with_pandas(root: Path) -> Counter[Row]:
-    return _normalise(pd.read_parquet(root))
+    return normalise(pd.read_parquet(root))
 
 
 def read_with_duckdb(root: Path) -> Counter[Row]:
     query = f"SELECT * FROM read_parquet('{root}/**/*.parquet', hive_partitioning=true)"
-    return _normalise(duckdb.sql(query).df())
+    return normalise(duckdb.sql(query).df())
 
 
 def read_with_polars(root: Path) -> Counter[Row]:
     frame = pl.read_parquet(f"{root}/**/*.parquet", hive_partitioning=True)
-    return _normalise(frame.to_pandas())
+    return normalise(frame.to_pandas())

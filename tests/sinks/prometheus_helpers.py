@@ -3,6 +3,7 @@ the exposition (prometheus_client's own text parser)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -99,3 +100,13 @@ def parse_exposition(text: str, prefix: str = "mlwatcher_") -> dict[Series, floa
                 assert key not in samples, f"duplicate series {key}"
                 samples[key] = sample.value
     return samples
+
+
+def label_revision(record: MetricRecord, revision: int, seed: int = 99) -> MetricRecord:
+    """A label revision of ``record``: its header, revision ``revision``, and only label
+    points, recomputed by the real engine over other labels (as more labels came in)."""
+    from tests.sinks.sink_helpers import LABEL_WHATS
+
+    other = model_record("x", 0, seed=seed + revision, rows=record.rows_seen)
+    points = [p for p in other.points if p.what in LABEL_WHATS]
+    return dataclasses.replace(record, points=points, revision=revision)

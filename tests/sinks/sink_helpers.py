@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -126,3 +127,89 @@ def start_sink(  # type: ignore[no-untyped-def]
 
 # Short session timeout: a killed sink's partitions are reassigned quickly.
 FAST_GROUP = ["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"]
+
+
+#: the label-dependent ``what``s a label revision carries (the contract of MetricRecord.revision)
+LABEL_WHATS = frozenset(
+    {
+        "labelled_rows",
+        "label_count",
+        "label_freq",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "overall_accuracy",
+        "confusion_count",
+        "log_loss",
+        "brier_score",
+        "expected_calibration_error",
+        "calibration_bin_rows",
+        "calibration_bin_confidence",
+        "calibration_bin_accuracy",
+    }
+)
+
+
+def _label_points(window: int, revision: int) -> list[Point]:
+    """Label metrics that change with every revision (more labels, better accuracy)."""
+    labelled = 10.0 * (revision + 1) + window
+    score = 0.5 + 0.1 * revision + 0.001 * window
+    return [
+        Point("labelled_rows", "counter", labelled),
+        Point("overall_accuracy", "gauge", score),
+        Point("accuracy", "gauge", score - 0.05, class_name="0"),
+        Point("accuracy", "gauge", score + 0.05, class_name="1"),
+        Point("f1", "gauge", score - 0.1, extra={"average": "macro"}),
+        Point("confusion_count", "counter", labelled / 2, class_name="0", extra={"pred": "1"}),
+    ]
+
+
+def make_labelled_record(agent: str, window: int, revision: int = 0) -> MetricRecord:
+    """Revision 0: prediction and feature points plus label points; revision n >= 1: only
+    the label points, recomputed (the same header as revision 0)."""
+    record = make_record(agent, window, 4)
+    label_points = _label_points(window, revision)
+    if revision == 0:
+        record.points = [Point("prediction_count", "counter", 90.0 + window, class_name="0")]
+        record.points += make_record(agent, window, 4).points + label_points
+    else:
+        record.points = label_points
+    record.revision = revision
+    return record
+
+
+def revision_stream(agents: Sequence[str], windows: int, lags: int = 2) -> list[MetricRecord]:
+    """Each agent's records in the order a worker emits them when labels come 1..``lags``
+    windows late: revision 0 of window k, then revision 1 of window k-1, revision 2 of window
+    k-2 ... (so revisions of older windows follow the record of a newer one)."""
+    stream = []
+    for k in range(windows + lags):
+        for agent in agents:
+            if k < windows:
+                stream.append(make_labelled_record(agent, k, 0))
+            for lag in range(1, lags + 1):
+                if 0 <= k - lag < windows:
+                    stream.append(make_labelled_record(agent, k - lag, lag))
+    return stream
+
+
+def latest_state(records: Sequence[MetricRecord]) -> list[MetricRecord]:
+    """Independent of the code under test: per window, the label points of its highest
+    revision (as that revision) and every other point of revision 0 (as revision 0), by the
+    contract's list of label whats."""
+    by_window: dict[tuple[str, int], dict[int, MetricRecord]] = {}
+    for record in records:
+        key = (record.agent_id, record.window_start_ms)
+        by_window.setdefault(key, {})[record.revision] = record
+    latest = []
+    for revisions in by_window.values():
+        first, top = revisions[0], revisions[max(revisions)]
+        if top is first:
+            latest.append(first)
+            continue
+        unlabelled = [p for p in first.points if p.what not in LABEL_WHATS]
+        labelled = [p for p in top.points if p.what in LABEL_WHATS]
+        latest.append(dataclasses.replace(first, points=unlabelled))
+        latest.append(dataclasses.replace(top, points=labelled))
+    return latest

@@ -11,23 +11,32 @@ import pyarrow.parquet as pq
 import pytest
 from parquet_helpers import (
     expected_rows,
+    normalise,
     read_with_duckdb,
     read_with_pandas,
     read_with_polars,
     read_with_pyarrow,
 )
-from sink_helpers import make_record
+from sink_helpers import latest_state, make_labelled_record, make_record
 
 from mlwatcher.metrics import Point
+from mlwatcher.report import data
 from mlwatcher.schemas import MetricRecord
 from mlwatcher.schemas.point_columns import extra_json
 from mlwatcher.sinks.parquet_files import (
     migrate,
+    read_data_set,
     remove_uncommitted,
     write_atomically,
     write_records,
 )
-from mlwatcher.sinks.parquet_format import SCHEMA, ColumnBuffer, FileRange, partition_dir
+from mlwatcher.sinks.parquet_format import (
+    SCHEMA,
+    ColumnBuffer,
+    FileRange,
+    latest_revisions,
+    partition_dir,
+)
 
 
 def _write_records(root: Path, records, file_range: FileRange) -> None:  # type: ignore[no-untyped-def]
@@ -107,7 +116,7 @@ def test_the_offline_writer_and_the_sink_write_identical_files(tmp_path: Path) -
         sink_file = tmp_path / "sink" / offline_file.relative_to(tmp_path / "offline")
         assert pq.read_schema(offline_file).equals(pq.read_schema(sink_file), check_metadata=True)
         assert offline_file.read_bytes() == sink_file.read_bytes()
-    assert pq.read_schema(written[0]).metadata == {b"mlwatcher.schema_version": b"2"}
+    assert pq.read_schema(written[0]).metadata == {b"mlwatcher.schema_version": b"3"}
     assert read_with_polars(tmp_path / "offline") == expected_rows(records)
 
 
@@ -184,3 +193,41 @@ def test_migrate_parquet_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "migrated 2 files" in result.output
     assert read_with_pyarrow(tmp_path) == expected_rows(records)
+
+
+def _version_2_files(root: Path, records: list[MetricRecord]) -> None:
+    """What the sink wrote before label revisions: no ``revision`` column, version 2."""
+    for offset, record in enumerate(records):
+        name = FileRange("m", 0, offset, offset).file_name
+        buffer = ColumnBuffer(record.agent_id)
+        buffer.add_metric_record(record)
+        table = buffer.to_table().drop_columns(["revision"])
+        table = table.replace_schema_metadata({"mlwatcher.schema_version": "2"})
+        path = root / partition_dir(record.agent_id, record.window_start_ms) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+
+
+def test_version_2_files_are_read_as_revision_0_and_migrated(tmp_path: Path) -> None:
+    old = [make_labelled_record("a", w) for w in range(3)]
+    new = [make_labelled_record("a", 3), make_labelled_record("a", 1, revision=1)]
+    _version_2_files(tmp_path, old)
+    write_records(new, tmp_path, "m-0-00000000000000000003-00000000000000000004.parquet")
+
+    table = read_data_set(tmp_path)
+    assert normalise(table.to_pandas()) == expected_rows([*old, *new])
+    revisions = table.group_by("revision").aggregate([("value", "count")]).to_pylist()
+    assert sorted((r["revision"], r["value_count"]) for r in revisions) == [
+        (0, sum(len(r.points) for r in [*old, new[0]])),
+        (1, len(new[1].points)),
+    ]
+    latest = latest_revisions(table).to_pandas()
+    assert normalise(latest) == expected_rows(latest_state([*old, *new]))
+    replayed = data.load_metrics(tmp_path)  # the report reads the mixed set, too
+    assert set(replayed["revision"]) == {0, 1}
+
+    assert len(migrate(tmp_path)) == len(old)  # only the version 2 files
+    assert all(pq.read_schema(p).equals(SCHEMA) for p in tmp_path.rglob("*.parquet"))
+    assert read_with_pandas(tmp_path) == expected_rows([*old, *new])
+    assert read_with_duckdb(tmp_path) == expected_rows([*old, *new])
+    assert migrate(tmp_path) == []

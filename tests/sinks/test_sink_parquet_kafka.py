@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from pathlib import Path
 
+import duckdb
 from confluent_kafka import Consumer, TopicPartition
 from parquet_helpers import (
     expected_rows,
+    normalise,
     read_with_duckdb,
     read_with_pandas,
     read_with_polars,
@@ -16,14 +19,19 @@ from parquet_helpers import (
 )
 from sink_helpers import (
     FAST_GROUP,
+    REPO,
     committed_offsets,
+    latest_state,
     make_records,
     produce,
     read_dead_letters,
+    revision_stream,
     start_sink,
 )
 
 from mlwatcher.dead_letter import HEADER_DETAIL, HEADER_REASON
+from mlwatcher.sinks.parquet_files import read_data_set
+from mlwatcher.sinks.parquet_format import latest_revisions
 from mlwatcher.sinks.parquet_sink import ParquetSink, ParquetSinkConfig
 from mlwatcher.sinks.shutdown import Shutdown
 from tests.helpers import wait_until
@@ -184,3 +192,75 @@ def test_a_window_re_emitted_by_a_worker_is_written_once(
         thread.join(30)
     assert sink.stats.records_duplicate == 4
     assert read_with_pyarrow(output) == expected_rows(records)
+
+
+def _documented_queries() -> tuple[str, str]:
+    """The DuckDB and pandas "latest revision per window" blocks of docs/sinks.md, verbatim."""
+    text = (REPO / "docs" / "sinks.md").read_text()
+    section = text[text.index("### Label revisions: the latest revision per window") :]
+    sql = re.search(r"```sql\n(.*?)```", section, re.S)
+    python = re.search(r"```python\n(.*?)```", section, re.S)
+    assert sql and python, "the documented queries are missing from docs/sinks.md"
+    return sql[1], python[1]
+
+
+def test_every_revision_is_kept_once_and_the_documented_latest_queries_are_right(
+    kafka_bootstrap: str, unique_topics, tmp_path: Path
+) -> None:
+    topics = unique_topics({"metrics": 2, "dlq": 1})
+    records = revision_stream(["a", "b", "c"], windows=5)
+    assert any(r.revision == 2 for r in records)
+    # a worker's replay re-sends a revision and a record at close, identical
+    replayed = [records[4], records[0]]
+    assert replayed[0].revision > 0
+    produce(kafka_bootstrap, topics["metrics"], [*records, *replayed], 2, [(1, b"\x00bad")])
+    output = tmp_path / "metrics-parquet"
+    config = ParquetSinkConfig(
+        kafka_bootstrap,
+        topics["metrics"],
+        topics["dlq"],
+        output,
+        group_id="pq-rev",
+        roll_seconds=0.2,
+    )
+    shutdown = Shutdown()
+    sink = ParquetSink(config)
+    thread = threading.Thread(target=sink.run, args=(shutdown,), daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: sink.stats.records + sink.stats.records_dead_lettered >= len(records) + 3,
+            timeout=60,
+            what="every record to be consumed",
+        )
+        wait_until(
+            lambda: _all_committed(kafka_bootstrap, "pq-rev", topics["metrics"], 2),
+            timeout=60,
+            what="every record to be written and committed",
+        )
+        dead = read_dead_letters(kafka_bootstrap, topics["dlq"], expected=1)
+    finally:
+        shutdown.request_stop()
+        thread.join(30)
+    assert sink.stats.records_duplicate == 2
+    assert [dict(m.headers())[HEADER_REASON] for m in dead] == [b"undecodable"]
+    assert read_with_pyarrow(output) == expected_rows(records)  # every revision, once
+    assert read_with_duckdb(output) == expected_rows(records)
+
+    expected = expected_rows(latest_state(records))
+    sql, python = _documented_queries()
+    sql = sql.replace("metrics-parquet", str(output))
+    assert normalise(duckdb.sql(sql).df()) == expected
+    namespace: dict[str, object] = {}
+    exec(python.replace('"metrics-parquet"', repr(str(output))), namespace)
+    assert normalise(namespace["latest"]) == expected  # type: ignore[arg-type]
+    latest = latest_revisions(read_data_set(output))
+    assert normalise(latest.to_pandas()) == expected
+    # what a person sees: window 0 of agent a filled in from 10 labelled rows to 30
+    history = duckdb.sql(
+        f"SELECT revision, value FROM read_parquet('{output}/**/*.parquet', "
+        "hive_partitioning=true) WHERE agent_id = 'a' AND what = 'labelled_rows' "
+        "AND window_start = (SELECT min(window_start) FROM "
+        f"read_parquet('{output}/**/*.parquet')) ORDER BY revision"
+    ).fetchall()
+    assert history == [(0, 10.0), (1, 20.0), (2, 30.0)]

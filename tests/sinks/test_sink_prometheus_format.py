@@ -12,9 +12,11 @@ from mlwatcher.sinks.prometheus_format import LatestWindows, SeriesFilter, label
 from tests.sinks.prometheus_helpers import (
     WINDOW_MS,
     expected_samples,
+    label_revision,
     model_record,
     parse_exposition,
 )
+from tests.sinks.sink_helpers import latest_state
 
 
 def exposition(store: LatestWindows) -> str:
@@ -60,8 +62,8 @@ def test_newer_window_replaces_revision_replaces_older_is_ignored() -> None:
     assert apply(store, second).outcome == "new"
     assert apply(store, first).outcome == "stale"
     assert parse_exposition(exposition(store)) == expected_samples([second])
-    revised = model_record("a", 1, shift=3.0)  # same window, other content: latest revision
-    assert apply(store, revised).outcome == "revision"
+    revised = model_record("a", 1, shift=3.0)  # same window and revision again: replaces
+    assert apply(store, revised).outcome == "replay"
     assert parse_exposition(exposition(store)) == expected_samples([revised])
 
 
@@ -182,3 +184,38 @@ def test_empty_label_values_are_left_out_as_prometheus_does() -> None:
     assert 'mlwatcher_custom{agent_id="a",kept="x"} 1.0' in text
     assert 'mlwatcher_agent_info{agent_id="a"} 1.0' in text
     assert '""' not in text
+
+
+def test_a_label_revision_of_the_newest_window_replaces_only_its_label_series() -> None:
+    store = LatestWindows()
+    older, newest = model_record("a", 0), model_record("a", 1, shift=1.0)
+    apply(store, older)
+    assert apply(store, newest).outcome == "new"
+    first = label_revision(newest, 1)
+    assert apply(store, first).outcome == "label_revision"
+    after_first = expected_samples(latest_state([newest, first]))
+    assert parse_exposition(exposition(store)) == after_first
+    assert after_first != expected_samples([newest])  # the label gauges did change
+    # a revision of an older window never overwrites the newest window's gauges ...
+    assert apply(store, label_revision(older, 1)).outcome == "stale"
+    # ... and neither does a worker's replay of an older revision of the newest window
+    assert apply(store, newest).outcome == "stale"
+    assert apply(store, first).outcome == "replay"
+    assert parse_exposition(exposition(store)) == after_first
+    second = label_revision(newest, 2)
+    assert apply(store, second).outcome == "label_revision"
+    assert parse_exposition(exposition(store)) == expected_samples(
+        latest_state([newest, first, second])
+    )
+    # the next window replaces everything, label series included
+    following = model_record("a", 2)
+    assert apply(store, following).outcome == "new"
+    assert parse_exposition(exposition(store)) == expected_samples([following])
+
+
+def test_a_revision_whose_window_close_was_not_seen_serves_its_label_series() -> None:
+    # (the record at close was before the restarted sink's lookback)
+    store = LatestWindows()
+    revision = label_revision(model_record("a", 5), 3)
+    assert apply(store, revision).outcome == "new"
+    assert parse_exposition(exposition(store)) == expected_samples([revision])

@@ -15,10 +15,17 @@ from tests.helpers import wait_until
 from tests.sinks.prometheus_helpers import (
     WINDOW_MS,
     expected_samples,
+    label_revision,
     model_record,
     parse_exposition,
 )
-from tests.sinks.sink_helpers import FAST_GROUP, produce, read_dead_letters, start_sink
+from tests.sinks.sink_helpers import (
+    FAST_GROUP,
+    latest_state,
+    produce,
+    read_dead_letters,
+    start_sink,
+)
 
 
 def _windows_now(count: int) -> list[int]:
@@ -158,16 +165,33 @@ def test_prometheus_scrapes_the_latest_window_and_bad_input_is_dead_lettered(
                 30,
                 "the next window after the bad record",
             )
+            # Labels arrive late: a label revision of the newest window replaces its label
+            # series; one of an older window must not overwrite the newest window's gauges.
+            revised = label_revision(alpha[3], 1)
+            produce(kafka_bootstrap, topics["metrics"], [revised, label_revision(alpha[2], 1)], 2)
+            latest = expected_samples(latest_state([alpha[3], revised]))
+            assert latest != expected_samples([alpha[3]])
+            wait_until(
+                lambda: (
+                    agent_series(prom, "alpha") == latest
+                    and prom.values('sum(mlwatcher_sink_records_total{outcome="stale"})')
+                ),
+                30,
+                "the label revision of the newest window, and the stale one counted",
+            )
             records = prom.values("mlwatcher_sink_records_total")
             assert records[frozenset({("outcome", "new")})] == 7
+            assert records[frozenset({("outcome", "label_revision")})] == 1
+            assert records[frozenset({("outcome", "stale")})] == 1
             assert records[frozenset({("outcome", "dead_letter")})] == 1
+            assert [r for r in prom.rules() if r["health"] != "ok"] == []
 
         # A restarted sink rebuilds the latest windows from the topic (lookback), without
         # waiting for new records.
         sink.close()
         restarted = SinkProcess(kafka_bootstrap, topics, group, tmp_path)
         try:
-            want = expected_samples([alpha[3], beta[2]])
+            want = latest | expected_samples([beta[2]])
             wait_until(
                 lambda: (text := restarted.scrape()) and parse_exposition(text) == want,
                 60,
