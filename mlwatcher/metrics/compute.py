@@ -111,10 +111,15 @@ def label_points(counters: ExactCounters, class_names: Sequence[str] | None = No
 
     ``labelled_rows``, ``label_count``, ``label_freq``, ``accuracy``, ``precision``,
     ``recall``, ``f1`` (per class and averaged), ``overall_accuracy``, ``confusion_count``,
-    ``log_loss``, and the calibration points that need labels (Brier, ECE, reliability bins).
+    ``log_loss``, ``overall_accuracy_stderr``, and the calibration points that need labels
+    (Brier, ECE, reliability bins).
     """
     out = _Points()
     _label_points(out, counters, _names(class_names, counters.n_classes, "class", "class_names"))
+    labelled = counters.labelled_rows
+    if labelled:
+        accuracy = np.trace(counters.confusion) / labelled
+        out.add("overall_accuracy_stderr", GAUGE, estimated.accuracy_stderr(accuracy, labelled))
     calibration.add_points(out, counters)
     return out.items
 

@@ -140,6 +140,7 @@ LABEL_WHATS = frozenset(
         "recall",
         "f1",
         "overall_accuracy",
+        "overall_accuracy_stderr",
         "confusion_count",
         "log_loss",
         "brier_score",
