@@ -133,6 +133,7 @@ def _revisions(windows: int = 1_000) -> float:
         )
         closed = ClosedWindow(WINDOW_MS, 1000, 500, 10, "", (), ExactCounters(CLASSES, 0))
         labels.windows[w * WINDOW_MS] = LabelWindow(w * WINDOW_MS, counters, 1, closed)
+        labels.dirty.add(w * WINDOW_MS)
     began = time.perf_counter()
     actions = labels.revise(10**15, 0)
     seconds = time.perf_counter() - began
@@ -149,7 +150,7 @@ def _worker(predictions: list[PredictionBatch], labels: list[LabelBatch]) -> flo
     topics = {name: f"bench-labels-{name}-{uuid.uuid4().hex[:6]}" for name in ("p", "m", "d")}
     port = free_port()
     with local_kafka() as bootstrap, tempfile.TemporaryDirectory() as workdir:
-        create_topics(bootstrap, [topics["p"], topics["m"], topics["d"]], partitions=1)
+        create_topics(bootstrap, dict.fromkeys(topics.values(), 1))
         worker = subprocess.Popen(
             [sys.executable, "-m", "mlwatcher", "worker", "--bootstrap-servers", bootstrap,
              "--predictions-topic", topics["p"], "--metrics-topic", topics["m"],
