@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,7 +25,18 @@ from mlwatcher.point import COUNTER, GAUGE, Point
 from mlwatcher.validation import check_threshold
 
 
-class _Points:
+class PointSink(Protocol):
+    """Where the close puts its points: a list of ``Point`` objects (:class:`PointList`) or
+    columns (:class:`PointColumnsBuilder`); both drop non-finite values."""
+
+    def add(self, what: str, target_type: str, value: float, **props: Any) -> None: ...
+
+    def add_per_feature(
+        self, what: str, values: np.ndarray, names: list[str], stat: str | None = None
+    ) -> None: ...
+
+
+class PointList:
     """Collects points, silently dropping any value that is not finite."""
 
     def __init__(self) -> None:
@@ -64,7 +75,7 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(num.shape), where=den != 0)
 
 
-def _label_points(out: _Points, counters: ExactCounters, classes: list[str]) -> None:
+def _label_points(out: PointSink, counters: ExactCounters, classes: list[str]) -> None:
     confusion = counters.confusion.astype(np.float64)
     total = confusion.sum()
     out.add("labelled_rows", COUNTER, total)
@@ -86,13 +97,14 @@ def _label_points(out: _Points, counters: ExactCounters, classes: list[str]) -> 
         out.add("label_freq", GAUGE, support[i] / total, class_name=name)
         for what, values in per_class.items():
             out.add(what, GAUGE, values[i], class_name=name)
-        row = confusion[i].tolist()  # counts: always finite
-        out.items.extend(
-            [
-                Point("confusion_count", COUNTER, row[j], name, extra={"pred_class": pred_name})
-                for j, pred_name in enumerate(classes)
-            ]
-        )
+        for j, pred_name in enumerate(classes):
+            out.add(
+                "confusion_count",
+                COUNTER,
+                confusion[i, j],
+                class_name=name,
+                extra={"pred_class": pred_name},
+            )
     out.add("overall_accuracy", GAUGE, tp.sum() / total)
     micro_p = tp.sum() / (tp.sum() + fp.sum()) if (tp.sum() + fp.sum()) else 0.0
     micro_r = tp.sum() / (tp.sum() + fn.sum()) if (tp.sum() + fn.sum()) else 0.0
@@ -114,7 +126,7 @@ def label_points(counters: ExactCounters, class_names: Sequence[str] | None = No
     ``log_loss``, ``overall_accuracy_stderr``, and the calibration points that need labels
     (Brier, ECE, reliability bins).
     """
-    out = _Points()
+    out = PointList()
     _label_points(out, counters, _names(class_names, counters.n_classes, "class", "class_names"))
     labelled = counters.labelled_rows
     if labelled:
@@ -125,18 +137,19 @@ def label_points(counters: ExactCounters, class_names: Sequence[str] | None = No
 
 
 def _stat_points(
-    out: _Points, what: str, stats: dict[str, np.ndarray], row: int, **props: Any
+    out: PointSink, what: str, stats: dict[str, np.ndarray], row: int, **props: Any
 ) -> None:
     for stat in STATS:
         out.add(what, GAUGE, stats[stat][row], stat=stat, **props)
 
 
-def _drift_points(out: _Points, what: str, values: dict[str, float], **props: Any) -> None:
+def _drift_points(out: PointSink, what: str, values: dict[str, float], **props: Any) -> None:
     for stat, value in values.items():
         out.add(what, GAUGE, value, stat=stat, **props)
 
 
-def compute_from_parts(
+def collect_from_parts(
+    out: PointSink,
     *,
     counters: ExactCounters,
     probs: np.ndarray,
@@ -147,12 +160,16 @@ def compute_from_parts(
     class_names: Sequence[str] | None,
     feature_names: Sequence[str] | None,
     reference: ReferenceProfile | None,
-) -> list[Point]:
-    """Points of one window from its exact counters and its sample (features column-major)."""
+) -> None:
+    """Put the points of one window into ``out`` (features column-major), in record order.
+
+    :func:`compute_from_parts` collects them as ``Point`` objects; a
+    :class:`~mlwatcher.schemas.point_columns.PointColumnsBuilder` as the record's columns,
+    without one object per point (``WindowState.metric_columns``).
+    """
     n_classes, n_features = counters.n_classes, counters.n_features
     classes = _names(class_names, n_classes, "class", "class_names")
     features = _names(feature_names, n_features, "feat", "feature_names")
-    out = _Points()
     rows, n_sample = counters.rows_seen, probs.shape[0]
 
     out.add("rows_seen", COUNTER, rows)
@@ -211,11 +228,39 @@ def compute_from_parts(
         _reference_drift(
             out, reference, counters, summaries, numeric_drift, numeric, categorical, features
         )
+
+
+def compute_from_parts(
+    *,
+    counters: ExactCounters,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    features_t: np.ndarray,
+    threshold: float,
+    categorical: tuple[int, ...],
+    class_names: Sequence[str] | None,
+    feature_names: Sequence[str] | None,
+    reference: ReferenceProfile | None,
+) -> list[Point]:
+    """Points of one window from its exact counters and its sample (features column-major)."""
+    out = PointList()
+    collect_from_parts(
+        out,
+        counters=counters,
+        probs=probs,
+        labels=labels,
+        features_t=features_t,
+        threshold=threshold,
+        categorical=categorical,
+        class_names=class_names,
+        feature_names=feature_names,
+        reference=reference,
+    )
     return out.items
 
 
 def _reference_drift(
-    out: _Points,
+    out: PointSink,
     reference: ReferenceProfile,
     counters: ExactCounters,
     summaries: dict[str, np.ndarray],

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from mlwatcher.metrics import codec
-from mlwatcher.metrics.compute import compute_from_parts
+from mlwatcher.metrics.compute import PointList, PointSink, collect_from_parts
 from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.metrics.inputs import (
     MetricInputError,
@@ -21,6 +21,7 @@ from mlwatcher.metrics.inputs import (
 from mlwatcher.metrics.reference import ReferenceProfile
 from mlwatcher.metrics.reservoir import Reservoir, Sample, choose_slots
 from mlwatcher.point import Point
+from mlwatcher.schemas.point_columns import PointColumns, PointColumnsBuilder
 
 _STATE_MAGIC = b"MLWS"
 _DELTA_MAGIC = b"MLWD"
@@ -247,12 +248,39 @@ class WindowState:
     ) -> list[Point]:
         """The window's points; ``delayed_labels`` are label counters of rows labelled later
         (:meth:`ExactCounters.of_labels`), counted with the labels that came with the rows."""
+        out = PointList()
+        self._collect(out, class_names, feature_names, reference, delayed_labels)
+        return out.items
+
+    def metric_columns(
+        self,
+        *,
+        class_names: Sequence[str] | None = None,
+        feature_names: Sequence[str] | None = None,
+        reference: ReferenceProfile | None = None,
+        delayed_labels: ExactCounters | None = None,
+    ) -> PointColumns:
+        """:meth:`metrics` as the metric record's columns, built without one ``Point`` per
+        value (equal to ``PointColumns.from_points(metrics(...))``; the worker's close)."""
+        out = PointColumnsBuilder()
+        self._collect(out, class_names, feature_names, reference, delayed_labels)
+        return out.build()
+
+    def _collect(
+        self,
+        out: PointSink,
+        class_names: Sequence[str] | None,
+        feature_names: Sequence[str] | None,
+        reference: ReferenceProfile | None,
+        delayed_labels: ExactCounters | None,
+    ) -> None:
         sample = self.sample
         counters = self.counters
         if delayed_labels is not None:
             counters = counters.copy()
             counters.add_labels(delayed_labels)
-        return compute_from_parts(
+        collect_from_parts(
+            out,
             counters=counters,
             probs=sample.probabilities,
             labels=sample.labels,
