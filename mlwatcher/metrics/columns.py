@@ -112,9 +112,9 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
         samples = [np.sort(row[np.isfinite(row)]) for row in picked]
         return column_stats(values, series), samples
     work = _float32_if_exact(values)
-    samples = []
-    if with_sample:
-        samples = list(np.sort(work[:, positions], axis=1).astype(np.float64, copy=False))
+    samples: np.ndarray | list = []
+    if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
+        samples = np.sort(work[:, positions], axis=1).astype(np.float64, copy=False)
     return _selected_stats(values, work, sums), samples
 
 

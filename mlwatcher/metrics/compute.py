@@ -35,6 +35,14 @@ class PointSink(Protocol):
         self, what: str, values: np.ndarray, names: list[str], stat: str | None = None
     ) -> None: ...
 
+    def add_interleaved(
+        self,
+        whats: Sequence[str],
+        columns: Sequence[np.ndarray],
+        names: list[str],
+        target_type: str,
+    ) -> None: ...
+
 
 class PointList:
     """Collects points, silently dropping any value that is not finite."""
@@ -54,6 +62,18 @@ class PointList:
         keep = np.flatnonzero(np.isfinite(values)).tolist()
         as_list = values.tolist()
         self.items.extend([Point(what, GAUGE, as_list[k], None, names[k], stat) for k in keep])
+
+    def add_interleaved(
+        self,
+        whats: Sequence[str],
+        columns: Sequence[np.ndarray],
+        names: list[str],
+        target_type: str,
+    ) -> None:
+        """For each feature ``k`` in turn, one point per ``what`` (``columns[i][k]``)."""
+        for k, name in enumerate(names):
+            for what, values in zip(whats, columns, strict=True):
+                self.add(what, target_type, values[k], feat_name=name)
 
 
 def _names(given: Sequence[str] | None, count: int, prefix: str, field: str) -> list[str]:
@@ -193,9 +213,12 @@ def collect_from_parts(
     numeric_drift: dict[str, np.ndarray] | None = None
     if n_features:
         out.add("rows_without_features", COUNTER, counters.rows_without_features)
-        for j, name in enumerate(features):
-            out.add("missing_value_count", COUNTER, counters.nan_counts[j], feat_name=name)
-            out.add("infinite_value_count", COUNTER, counters.inf_counts[j], feat_name=name)
+        out.add_interleaved(
+            ("missing_value_count", "infinite_value_count"),
+            (counters.nan_counts, counters.inf_counts),
+            features,
+            COUNTER,
+        )
         if n_sample and numeric:
             numeric_matrix = features_t if len(numeric) == n_features else features_t[numeric]
             refs = None if reference is None else [reference.numeric.get(j) for j in numeric]

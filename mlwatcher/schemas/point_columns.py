@@ -262,6 +262,42 @@ class PointColumnsBuilder:
             }
         )
 
+    def add_interleaved(
+        self,
+        whats: Sequence[str],
+        columns: Sequence[np.ndarray],
+        names: Sequence[str],
+        target_type: str,
+    ) -> None:
+        """For each feature ``k`` in turn, one point per ``what``: ``columns[i][k]`` of
+        ``whats[i]`` for ``names[k]`` (non-finite values skipped), e.g. the per-feature counts.
+        """
+        values = np.stack([np.asarray(c, dtype=_VALUE) for c in columns], axis=1).ravel()
+        if values.size == 0:
+            return
+        if not np.isfinite(values).all() or target_type not in TARGET_TYPES:
+            for k, name in enumerate(names):
+                for i, what in enumerate(whats):
+                    self.add(what, target_type, columns[i][k], feat_name=name)
+            return
+        first = self._ref(whats[0])
+        self._ref(names[0])  # numbered before the second ``what``, as point by point
+        what_refs = [first, *(self._ref(what) for what in whats[1:])]
+        refs = self._name_refs(names, None)
+        self._flush()
+        count, width = values.size, len(whats)
+        self._chunks.append(
+            {
+                "what": np.tile(np.asarray(what_refs, _INDEX), len(names)),
+                "class_name": np.full(count, -1, _INDEX),
+                "feat_name": np.repeat(refs, width),
+                "stat": np.full(count, -1, _INDEX),
+                "extra": np.full(count, -1, _INDEX),
+                "target_type": np.full(count, TARGET_TYPES.index(target_type), np.uint8),
+                "value": values,
+            }
+        )
+
     def _name_refs(self, names: Sequence[str], keep: np.ndarray | None) -> np.ndarray:
         cached = self._names.get(id(names))
         if cached is not None and cached[0] is names:
