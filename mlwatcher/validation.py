@@ -121,15 +121,18 @@ def check_probabilities(
             f"expected {n_classes} class columns (expected n_classes={n_classes}), got {columns}",
         )
     probabilities = array.astype(np.float64, copy=False)
-    finite = np.isfinite(probabilities)
-    if not finite.all():
-        row = int(np.argwhere(~finite)[0][0])
-        raise InvalidBatchError(
-            argument,
-            f"NaN/inf values are not allowed: {int((~finite).sum())} found (first in row {row})",
-        )
     low, high = float(probabilities.min()), float(probabilities.max())
-    if low < 0.0 or high > 1.0:
+    # NaN makes min/max NaN and fails both comparisons, inf fails one: a valid matrix needs
+    # no separate finiteness pass.
+    if not (low >= 0.0 and high <= 1.0):
+        finite = np.isfinite(probabilities)
+        if not finite.all():
+            row = int(np.argwhere(~finite)[0][0])
+            raise InvalidBatchError(
+                argument,
+                f"NaN/inf values are not allowed: {int((~finite).sum())} found"
+                f" (first in row {row})",
+            )
         raise InvalidBatchError(
             argument, f"probabilities must lie in [0, 1], found values in [{low:g}, {high:g}]"
         )

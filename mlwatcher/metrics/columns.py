@@ -115,7 +115,7 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
     samples: np.ndarray | list = []
     if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
         samples = np.sort(work[:, positions], axis=1).astype(np.float64, copy=False)
-    return _selected_stats(values, work, sums), samples
+    return _selected_stats(values, work, sums), samples  # (may reorder ``work``'s rows)
 
 
 def _float32_if_exact(values: np.ndarray) -> np.ndarray:
@@ -131,16 +131,26 @@ def _float32_if_exact(values: np.ndarray) -> np.ndarray:
 def _selected_stats(
     values: np.ndarray, work: np.ndarray, sums: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """The stat set of rows without missing values, quartiles by selection (see module doc)."""
+    """The stat set of rows without missing values, quartiles by selection (see module doc).
+
+    ``work`` is ``values`` or a float32 copy of it, which is reordered in place.
+    """
     n = values.shape[1]
     mean = sums / n
     deviations = values - mean[:, None]
     std = np.sqrt(np.einsum("ij,ij->i", deviations, deviations) / n)
     k25, k50, k75 = (int(np.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))
-    middle = np.partition(work, k50, axis=1)
-    lower = np.partition(middle[:, :k50], k25, axis=1)
-    upper = np.partition(middle[:, k50 + 1 :], k75 - k50 - 1, axis=1)
     r75 = k75 - k50 - 1
+    # The halves are partitioned in place: np.partition of a strided view (a copy) is
+    # several times slower than ndarray.partition on it.
+    if work is values:
+        middle = np.partition(work, k50, axis=1)  # the reservoir's rows: never in place
+    else:
+        middle = work  # this block's own float32 copy
+        middle.partition(k50, axis=1)
+    lower, upper = middle[:, :k50], middle[:, k50 + 1 :]
+    lower.partition(k25, axis=1)
+    upper.partition(r75, axis=1)
     # Each "next" order statistic is the minimum of the part above its position.
     order = {
         k25: (lower[:, k25], lower[:, k25 + 1 :].min(axis=1)),

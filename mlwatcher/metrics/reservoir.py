@@ -39,26 +39,32 @@ class Sample:
 def choose_slots(
     rows_seen_before: int, n_rows: int, capacity: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(slot, batch row index) pairs of the rows of a batch that end up in the reservoir."""
+    """(slot, batch row index) pairs of the rows of a batch that end up in the reservoir,
+    in increasing slot order."""
     n_fill = max(0, min(n_rows, capacity - rows_seen_before))
-    fill_slots = np.arange(rows_seen_before, rows_seen_before + n_fill, dtype=np.int64)
     if n_fill == n_rows:
+        fill_slots = np.arange(rows_seen_before, rows_seen_before + n_fill, dtype=np.int64)
         return fill_slots, np.arange(n_rows, dtype=np.int64)
-    stream_index = np.arange(rows_seen_before + n_fill, rows_seen_before + n_rows, dtype=np.int64)
-    draws = rng.integers(0, stream_index + 1)
+    # Row i of the stream (0-based) replaces slot draw_i if draw_i < capacity, draw_i ~ U[0, i].
+    first = rows_seen_before + n_fill
+    draws = rng.integers(0, np.arange(first + 1, rows_seen_before + n_rows + 1, dtype=np.int64))
     kept = np.flatnonzero(draws < capacity)
-    slots = np.concatenate((fill_slots, draws[kept]))
-    rows = np.concatenate((np.arange(n_fill, dtype=np.int64), kept + n_fill))
-    # The last row that drew a slot wins: the first occurrence of each slot in the reversed
-    # order (a stable sort, as np.unique(return_index=True) does, without its overhead).
-    reversed_slots = slots[::-1]
-    order = np.argsort(reversed_slots, kind="stable")
-    ordered = reversed_slots[order]
-    first = np.empty(ordered.size, bool)
-    first[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    last = slots.size - 1 - order[first]
-    return slots[last], rows[last]
+    slots, rows = draws[kept], kept
+    if n_fill:
+        slots = np.concatenate((np.arange(rows_seen_before, first, dtype=np.int64), slots))
+        rows = np.concatenate((np.arange(n_fill, dtype=np.int64), rows + n_fill))
+    else:
+        rows += n_fill
+    if slots.size < 2:
+        return slots, rows
+    # The last row that drew a slot wins: the last of each run of equal slots in a stable sort.
+    order = np.argsort(slots, kind="stable")
+    ordered = slots[order]
+    last = np.empty(ordered.size, bool)
+    last[-1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=last[:-1])
+    pick = order[last]
+    return slots[pick], rows[pick]
 
 
 class Reservoir:
