@@ -1,7 +1,9 @@
 """Metric-engine benchmark: state update throughput and window-close compute time.
 
 Run ``python -m benchmarks.bench_metrics`` for a table; ``run()`` returns the figures as a
-dict for the aggregate benchmark runner. Single process; the close runs its column blocks on
+dict for the aggregate benchmark runner. The close is ``WindowState.metric_columns``, the
+record's columns as the worker encodes them (``..._points``: the same close as ``Point``
+objects, ``WindowState.metrics``). Single process; the close runs its column blocks on
 ``mlwatcher.metrics.columns.DEFAULT_THREADS`` threads (one figure is taken with one thread).
 Every close figure comes with its ratio to one ``np.sort`` of the same feature matrix timed
 in the same loop, which stays comparable when the machine is shared.
@@ -87,8 +89,11 @@ def close_figures(
     dtype: type = np.float32,
     repeats: int = 5,
     threads: int | None = None,
+    points: bool = False,
 ) -> tuple[float, float]:
-    """(ms, ratio to one ``np.sort`` of the feature matrix) of ``WindowState.metrics``.
+    """(ms, ratio to one ``np.sort`` of the feature matrix) of ``WindowState.metric_columns``
+    (the worker's close: the record's columns), or of ``WindowState.metrics`` (one ``Point``
+    object per value) with ``points=True``.
 
     ``reference``: None (no drift), ``"window"`` (another window of the same distribution,
     as the stream app's previous-window baseline; the window against itself would tie at
@@ -106,12 +111,13 @@ def close_figures(
     matrix = state.reservoir()[2].T.copy()  # (n_features, rows), as the close sees it
     saved = columns.DEFAULT_THREADS
     columns.DEFAULT_THREADS = saved if threads is None else threads
+    compute = state.metrics if points else state.metric_columns
     try:
-        state.metrics(reference=profile)  # warm-up (allocations, caches)
+        compute(reference=profile)  # warm-up (allocations, caches)
         close = sort = float("inf")
         for _ in range(repeats):
             sort = min(sort, _best_of(lambda: np.sort(matrix, axis=1), 1))
-            close = min(close, _best_of(lambda: state.metrics(reference=profile), 1))
+            close = min(close, _best_of(lambda: compute(reference=profile), 1))
     finally:
         columns.DEFAULT_THREADS = saved
     return 1000 * close, close / sort
@@ -133,6 +139,7 @@ def run(quick: bool = False) -> dict[str, float]:
     closes = {
         "10k_x784_float64_baseline_drift": (10_000, 784, "baseline", np.float64, None),
         "10k_x784_float64_baseline_drift_1_thread": (10_000, 784, "baseline", np.float64, 1),
+        "10k_x784_float64_baseline_drift_points": (10_000, 784, "baseline", np.float64, None),
         "10k_x784_float32_baseline_drift": (10_000, 784, "baseline", np.float32, None),
         "10k_x784_float32_features": (10_000, 784, None, np.float32, None),
         "10k_x784_float64_features": (10_000, 784, None, np.float64, None),
@@ -149,7 +156,13 @@ def run(quick: bool = False) -> dict[str, float]:
             )
     for key, (rows, n_features, reference, dtype, threads) in closes.items():
         ms, ratio = close_figures(
-            rows, n_features, reference=reference, dtype=dtype, repeats=repeats, threads=threads
+            rows,
+            n_features,
+            reference=reference,
+            dtype=dtype,
+            repeats=repeats,
+            threads=threads,
+            points=key.endswith("_points"),
         )
         results[f"close_ms_{key}"] = ms
         results[f"close_sort_ratio_{key}"] = ratio

@@ -154,7 +154,7 @@ def _selected_stats(
     # Each "next" order statistic is the minimum of the part above its position.
     order = {
         k25: (lower[:, k25], lower[:, k25 + 1 :].min(axis=1)),
-        k50: (middle[:, k50], upper.min(axis=1)),
+        k50: (middle[:, k50], upper[:, : r75 + 1].min(axis=1)),  # the smaller part of upper
         k75: (upper[:, r75], upper[:, r75 + 1 :].min(axis=1)),
     }
     quartiles = []
