@@ -189,8 +189,9 @@ class ExactCounters:
             if features is None:
                 out.rows_without_features = n_rows
             else:
-                # usually every value is finite: one cheap pass instead of two counting ones
-                if not np.isfinite(features).all():
+                # usually every value is finite, and then so is their sum (NaN and inf
+                # propagate; an overflow only sends us to the exact count): one pass
+                if not np.isfinite(features.sum()):
                     out.nan_counts = np.isnan(features).sum(axis=0, dtype=np.int64)
                     out.inf_counts = np.isinf(features).sum(axis=0, dtype=np.int64)
                 if categorical:

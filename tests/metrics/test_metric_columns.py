@@ -132,3 +132,19 @@ def test_a_record_of_columns_reads_and_edits_as_points() -> None:
     assert MetricRecord.decode(record.encode()).points == [*points, Point("f1", "gauge", 0.25)]
     with pytest.raises(TypeError, match="exactly one"):
         MetricRecord(**header)  # type: ignore[arg-type]
+
+
+def test_builder_interleaves_per_feature_series_as_point_by_point() -> None:
+    names = ["x", "y", "z"]
+    for second in ([4.0, 5.0, 6.0], [4.0, np.nan, 6.0]):  # all finite; one skipped
+        columns = (np.array([1.0, 2.0, 3.0]), np.array(second))
+        builder = PointColumnsBuilder()
+        builder.add("rows_seen", "counter", 3.0)
+        builder.add_interleaved(("missing", "infinite"), columns, names, "counter")
+        expected = [Point("rows_seen", "counter", 3.0)] + [
+            Point(what, "counter", float(values[k]), feat_name=name)
+            for k, name in enumerate(names)
+            for what, values in zip(("missing", "infinite"), columns, strict=True)
+            if np.isfinite(values[k])
+        ]
+        assert builder.build().same_as(PointColumns.from_points(expected))
