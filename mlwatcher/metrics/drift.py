@@ -257,11 +257,13 @@ def _ks_rows(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
     for j in range(k):  # the method, not np.searchsorted: its wrapper costs
         at[j] = reference[j].searchsorted(current[j], side="right")
     # Where a current value occurs in the reference, the reference CDF just below it is
-    # smaller than at it: search again (left) for those values alone.
-    previous = np.maximum(at - 1, 0)
-    previous += (np.arange(k) * m)[:, None]
-    tied = reference.ravel().take(previous) == current
-    tied &= at > 0
+    # smaller than at it: search again (left) for those values alone. The reference value
+    # before each search position, read from a copy with a -inf column in front (samples
+    # are finite): one gather, no index clipping.
+    padded = np.empty((k, m + 1))
+    padded[:, 0] = -np.inf
+    padded[:, 1:] = reference
+    tied = padded.ravel().take(at + (np.arange(k) * (m + 1))[:, None]) == current
     below = at
     tied_rows = np.flatnonzero(tied.any(axis=1))
     if tied_rows.size:
@@ -280,19 +282,23 @@ def _ks_rows(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
             cur_at[j] = current[j].searchsorted(current[j], side="right") / n
             cur_below[j] = current[j].searchsorted(current[j], side="left") / n
     ref_at = at / m
-    gap_at = np.abs(np.subtract(cur_at, ref_at, out=ref_at), out=ref_at).max(axis=1)
-    ref_below = below / m
-    gap_below = np.abs(np.subtract(cur_below, ref_below, out=ref_below), out=ref_below)
-    return np.maximum(gap_at, gap_below.max(axis=1))
+    ref_below = ref_at if below is at else below / m
+    gaps = np.subtract(cur_at, ref_at)
+    gap_at = np.abs(gaps, out=gaps).max(axis=1)
+    np.subtract(cur_below, ref_below, out=gaps)
+    return np.maximum(gap_at, np.abs(gaps, out=gaps).max(axis=1))
 
 
 def _wasserstein_rows(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """:func:`wasserstein` of each row pair of two row-sorted matrices."""
     k, n = current.shape
     m = reference.shape[1]
+    if m == n:  # a window against a previous window of the same size
+        gaps = reference - current
+        return np.abs(gaps, out=gaps).sum(axis=1) / m
     if m % n == 0:  # 1000 vs 2000 at the close: each current value faces m/n reference ones
         gaps = reference.reshape(k, n, m // n) - current[:, :, None]
-        return np.abs(gaps, out=gaps).sum(axis=(1, 2)) / m
+        return np.abs(gaps, out=gaps).reshape(k, m).sum(axis=1) / m
     idx_cur, idx_ref, widths = _quantile_grid(n, m)
     gaps = current[:, idx_cur] - reference[:, idx_ref]
     # einsum, not @: a BLAS matrix-vector product this small costs more in thread hand-off.
