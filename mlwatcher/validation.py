@@ -73,6 +73,9 @@ def _is_category(column: Any) -> bool:
     return str(getattr(column, "dtype", "")) == "category" and hasattr(column, "cat")
 
 
+_REAL_KINDS = frozenset("iufm")
+
+
 def _numeric(
     value: Any, argument: str, what: str, expected: str = "must be numeric (int or float)"
 ) -> np.ndarray:
@@ -83,7 +86,9 @@ def _numeric(
         raise InvalidBatchError(argument, f"cannot be read as {what} ({exc})") from exc
     if array.dtype == bool:
         array = array.astype(np.int8)
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+    # dtype kinds of np.number minus complex (signed, unsigned, float, timedelta): what
+    # issubdtype answers, without its cost on every batch
+    if array.dtype.kind not in _REAL_KINDS:
         raise InvalidBatchError(argument, f"{expected}, got dtype {array.dtype}")
     return array
 
@@ -178,7 +183,7 @@ def check_labels(value: Any, n_rows: int, n_classes: int, *, argument: str) -> n
         )
     if array.shape[0] != n_rows:
         raise InvalidBatchError(argument, _rows_problem(n_rows, array.shape[0]))
-    if np.issubdtype(array.dtype, np.floating) and not (
+    if array.dtype.kind == "f" and not (
         np.isfinite(array).all() and (array == np.round(array)).all()
     ):
         raise InvalidBatchError(

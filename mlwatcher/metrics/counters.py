@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,14 @@ from mlwatcher.metrics.calibration import N_BINS
 
 # Probabilities are clipped like scikit-learn's log_loss so one confident mistake stays finite.
 _EPS = float(np.finfo(np.float64).eps)
+
+
+@lru_cache(maxsize=32)
+def _identity(n: int) -> np.ndarray:
+    """The n x n identity (read-only; its rows are the one-hot predictions)."""
+    eye = np.eye(n)
+    eye.flags.writeable = False
+    return eye
 
 
 #: the calibration and estimation counters, serialised under their own names
@@ -148,7 +157,7 @@ class ExactCounters:
             # Σ of the probability rows per predicted class: one small matrix product with
             # the one-hot predictions (the fastest grouped sum numpy offers here; np.add.at
             # and sort + reduceat are slower)
-            expected_confusion=probs.T @ np.eye(n_classes).take(predicted, axis=0),
+            expected_confusion=probs.T @ _identity(n_classes).take(predicted, axis=0),
             confidence_rows=confidence_rows,
             confidence_sq_sum=confidence_sq_sum,
         )
