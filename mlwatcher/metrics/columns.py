@@ -119,7 +119,9 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
     work = _float32_if_exact(values)
     samples: np.ndarray | list = []
     if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
-        samples = np.sort(work[:, positions], axis=1).astype(np.float64, copy=False)
+        gathered = work[:, positions]  # a copy: sorted in place
+        gathered.sort(axis=1)
+        samples = gathered.astype(np.float64, copy=False)
     return _selected_stats(values, work, sums), samples  # (may reorder ``work``'s rows)
 
 
