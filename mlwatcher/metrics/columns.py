@@ -25,6 +25,7 @@ releases the GIL in partition, sort and the reductions.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -125,13 +126,35 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
     return _selected_stats(values, work, sums), samples  # (may reorder ``work``'s rows)
 
 
+_scratch = threading.local()
+
+
+def _scratch_array(name: str, shape: tuple[int, int], dtype: type) -> np.ndarray:
+    """A block-sized array of this thread, reused by every block of every close.
+
+    A fresh multi-MB array is mmap'd by malloc and page-faults on first touch: on the
+    2-vCPU VM that cost as much as the partition itself, and the faults of two threads
+    serialised on the kernel's memory-map lock (two threads were no faster than one).
+    At most ``_BLOCK_VALUES`` (+ one row) values each, so a few MB per thread.
+    """
+    buffers: dict[tuple[str, type], np.ndarray] = getattr(_scratch, "buffers", None) or {}
+    _scratch.buffers = buffers
+    size = shape[0] * shape[1]
+    flat = buffers.get((name, dtype))
+    if flat is None or flat.size < size:
+        flat = buffers[(name, dtype)] = np.empty(size, dtype)
+    return flat[:size].reshape(shape)
+
+
 def _float32_if_exact(values: np.ndarray) -> np.ndarray:
-    """``values`` as float32 when that changes no value (checked on a few columns first)."""
+    """``values`` as float32 (a scratch copy) when that changes no value (checked on a few
+    columns first), else ``values`` itself."""
     head = values[:, :16]
     with np.errstate(over="ignore"):
         if not bool((head.astype(np.float32) == head).all()):
             return values
-        narrow = values.astype(np.float32)
+        narrow = _scratch_array("float32", values.shape, np.float32)
+        np.copyto(narrow, values, casting="unsafe")
     return narrow if bool((narrow == values).all()) else values
 
 
@@ -140,21 +163,23 @@ def _selected_stats(
 ) -> dict[str, np.ndarray]:
     """The stat set of rows without missing values, quartiles by selection (see module doc).
 
-    ``work`` is ``values`` or a float32 copy of it, which is reordered in place.
+    ``work`` is ``values`` or a float32 scratch copy of it, which is reordered in place.
+    Every returned array is new (none is a view of a scratch array).
     """
     n = values.shape[1]
     mean = sums / n
-    deviations = values - mean[:, None]
+    deviations = np.subtract(values, mean[:, None], out=_scratch_array("dev", values.shape, float))
     std = np.sqrt(np.einsum("ij,ij->i", deviations, deviations) / n)
     k25, k50, k75 = (int(np.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))
     r75 = k75 - k50 - 1
     # The halves are partitioned in place: np.partition of a strided view (a copy) is
     # several times slower than ndarray.partition on it.
-    if work is values:
-        middle = np.partition(work, k50, axis=1)  # the reservoir's rows: never in place
+    if work is values:  # the reservoir's rows: never in place
+        middle = _scratch_array("select", values.shape, values.dtype.type)
+        np.copyto(middle, values)
     else:
         middle = work  # this block's own float32 copy
-        middle.partition(k50, axis=1)
+    middle.partition(k50, axis=1)
     lower, upper = middle[:, :k50], middle[:, k50 + 1 :]
     lower.partition(k25, axis=1)
     upper.partition(r75, axis=1)
