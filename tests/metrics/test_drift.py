@@ -191,7 +191,7 @@ def test_reference_with_other_feature_count_is_refused() -> None:
 @pytest.mark.parametrize("kind", ["normal", "shifted", "integers", "float32"])
 @pytest.mark.parametrize(("n", "m"), [(1000, 2000), (40, 70), (257, 1000), (20, 30)])
 def test_ks_of_many_rows_equals_scipy(kind: str, n: int, m: int) -> None:
-    # The coarse pass + branch and bound of _ks_rows against SciPy row by row, ties included.
+    # _ks_rows (all rows at once) against SciPy row by row, ties and repeats included.
     rng = np.random.default_rng(n + m)
     draw = {
         "normal": lambda shape: rng.normal(size=shape),
