@@ -98,8 +98,7 @@ def summarise(
 
     threads = DEFAULT_THREADS if threads is None else threads
     if threads > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(max_workers=min(threads, len(starts))) as pool:
-            list(pool.map(run, starts))
+        list(_pool(threads).map(run, starts))
     else:
         for start in starts:
             run(start)
@@ -125,6 +124,15 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
         samples = gathered.astype(np.float64, copy=False)
     return _selected_stats(values, work, sums), samples  # (may reorder ``work``'s rows)
 
+
+@lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The close's threads, kept from one close to the next with their scratch arrays."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlwatcher-close")
+
+
+# A forked child has the pool object but not its threads: it starts its own.
+os.register_at_fork(after_in_child=_pool.cache_clear)
 
 _scratch = threading.local()
 
