@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -234,82 +234,58 @@ LABEL_WHATS = frozenset(
 )
 
 
+class _RecordPoints:
+    """``MetricRecord.points``: a field (``dataclasses.replace`` and ``==`` see a list of
+    points) that a record made of columns decodes only when someone reads it."""
+
+    def __get__(self, record: MetricRecord | None, owner: type | None = None) -> Any:
+        if record is None:
+            return None  # the field's default: give points or columns
+        if record._points is None and record._columns is not None:
+            record._points, record._columns = record._columns.to_points(), None
+        return record._points
+
+    def __set__(self, record: MetricRecord, points: list[Point] | None) -> None:
+        record._points = points
+        if points is not None:
+            record._columns = None
+
+
+@dataclass
 class MetricRecord:
     """The metrics of one agent for one closed window, as on the metrics topic.
 
     Its points are given either as ``points`` (a list of :class:`Point`) or, by the window
-    close, as ``columns`` (:class:`PointColumns`, encoded as they are). ``record.points``
-    always works: for a record made from columns it decodes them once into a list, which
-    from then on is the record's content (changes to it are encoded).
+    close, as ``columns`` (:class:`PointColumns`, encoded as they are, without one object
+    per point). ``record.points`` always works: for a record made of columns it decodes them
+    once into a list, which from then on is the record's content (changes are encoded).
     """
 
-    __slots__ = (
-        "_columns",
-        "_points",
-        "agent_id",
-        "batches",
-        "model_version",
-        "revision",
-        "rows_sampled",
-        "rows_seen",
-        "window_end_ms",
-        "window_start_ms",
-    )
+    agent_id: str
+    window_start_ms: int
+    window_end_ms: int
+    rows_seen: int
+    rows_sampled: int
+    points: list[Point] = _RecordPoints()  # type: ignore[assignment]
+    batches: int = 0
+    model_version: str = ""
+    revision: int = 0  # 0: the record at close; n >= 1: the n-th label revision
+    columns: InitVar[PointColumns | None] = None
+    # storage behind ``points`` (class defaults, not fields: __init__ must not reset them)
+    _points = None
+    _columns = None
 
-    def __init__(
-        self,
-        agent_id: str,
-        window_start_ms: int,
-        window_end_ms: int,
-        rows_seen: int,
-        rows_sampled: int,
-        points: list[Point] | None = None,
-        batches: int = 0,
-        model_version: str = "",
-        revision: int = 0,  # 0: the record at close; n >= 1: the n-th label revision
-        *,
-        columns: PointColumns | None = None,
-    ) -> None:
-        if (points is None) == (columns is None):
+    def __post_init__(self, columns: PointColumns | None) -> None:
+        if (self._points is None) == (columns is None):
             raise TypeError("MetricRecord: give exactly one of points= and columns=")
-        self.agent_id = agent_id
-        self.window_start_ms = window_start_ms
-        self.window_end_ms = window_end_ms
-        self.rows_seen = rows_seen
-        self.rows_sampled = rows_sampled
-        self.batches = batches
-        self.model_version = model_version
-        self.revision = revision
-        self._points = points
-        self._columns = columns
+        if columns is not None:
+            self._columns = columns
 
-    @property
-    def points(self) -> list[Point]:
-        if self._points is None:
-            assert self._columns is not None
-            self._points, self._columns = self._columns.to_points(), None
-        return self._points
-
-    @points.setter
-    def points(self, points: list[Point]) -> None:
-        self._points, self._columns = points, None
-
-    @property
-    def columns(self) -> PointColumns:
-        """The points as columns (built from ``points`` when the record was made of them)."""
-        if self._columns is None:
-            return PointColumns.from_points(self.points)
-        return self._columns
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MetricRecord):
-            return NotImplemented
-        return self._header() == other._header() and self.points == other.points
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self._header().items())
-        count = len(self._points) if self._points is not None else len(self.columns)
-        return f"MetricRecord({fields}, points=<{count} points>)"
+    def point_columns(self) -> PointColumns:
+        """The points as columns (built from ``points`` when the record holds a list)."""
+        if self._columns is not None:
+            return self._columns
+        return PointColumns.from_points(self.points)
 
     @property
     def key(self) -> bytes:
@@ -323,7 +299,7 @@ class MetricRecord:
         return window_id(self.agent_id, self.window_start_ms)
 
     def to_avro(self) -> dict[str, Any]:
-        return {**self._header(), "points": self.columns.to_avro()}
+        return {**self._header(), "points": self.point_columns().to_avro()}
 
     def _header(self) -> dict[str, Any]:
         return {
