@@ -543,7 +543,7 @@ class WindowManager:
         if window is not None and agent.labels is not None:
             delayed = agent.labels.delayed_labels(start)
         try:
-            points = state.metrics(reference=reference, delayed_labels=delayed, **names)
+            columns = state.metric_columns(reference=reference, delayed_labels=delayed, **names)
         except (MetricInputError, ValueError) as exc:
             log.warning(
                 "agent %s window %d: drift against the reference failed (%s); "
@@ -552,14 +552,14 @@ class WindowManager:
                 start,
                 exc,
             )
-            points = state.metrics(delayed_labels=delayed, **names)
+            columns = state.metric_columns(delayed_labels=delayed, **names)
         return MetricRecord(
             agent_id=agent.meta.agent_id,
             window_start_ms=start,
             window_end_ms=start + window_ms,
             rows_seen=state.rows_seen,
             rows_sampled=state.rows_sampled,
-            points=points,
+            columns=columns,
             batches=len(window.batch_ids) if window is not None else 0,
             model_version=config.model_version,
         )
