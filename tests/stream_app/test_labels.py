@@ -8,9 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
-from mlwatcher.metrics.inputs import predicted_classes
 from mlwatcher.schemas import LabelBatch, MetricRecord, PredictionBatch
 from mlwatcher.stream_app.actions import (
     INVALID_BATCH,
@@ -23,6 +21,7 @@ from mlwatcher.stream_app.processor import Incoming
 from mlwatcher.stream_app.settings import WindowPolicy
 from mlwatcher.stream_app.state_codec import parse_key
 from mlwatcher.stream_app.windows import WindowManager
+from tests.stream_app.label_checks import assert_label_metrics, point_values
 from tests.stream_app.memory_outputs import Crash, MemoryOutputs
 from tests.stream_app.test_windows import T0, WINDOW, Table, _deliver, make_batch
 
@@ -81,31 +80,8 @@ class Feed:
         return [r for r in self.table.records if r.window_start_ms == start]
 
 
-def values(record: MetricRecord) -> dict[tuple, float]:
-    return {(p.what, p.class_name, tuple(sorted(p.extra.items()))): p.value for p in record.points}
-
-
 # float32 probabilities sum to 1 within 1e-7; scikit-learn warns, the values are unaffected
 pytestmark = pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")
-
-
-def check_against_sklearn(record: MetricRecord, probs: np.ndarray, y: np.ndarray) -> None:
-    """The record's label metrics are scikit-learn's over exactly the joined rows."""
-    got = values(record)
-    pred = predicted_classes(probs.astype(np.float64), 0.5)
-    assert got[("labelled_rows", None, ())] == y.size
-    assert got[("overall_accuracy", None, ())] == pytest.approx(accuracy_score(y, pred))
-    assert got[("f1", None, (("average", "macro"),))] == pytest.approx(
-        f1_score(y, pred, average="macro", labels=range(C), zero_division=0)
-    )
-    assert got[("log_loss", None, ())] == pytest.approx(
-        log_loss(y, probs.astype(np.float64), labels=range(C)), rel=1e-6
-    )
-    matrix = confusion_matrix(y, pred, labels=range(C))
-    for i in range(C):
-        for j in range(C):
-            key = ("confusion_count", f"class_{i}", (("pred_class", f"class_{j}"),))
-            assert got[key] == matrix[i, j]
 
 
 def test_labels_in_the_open_window_count_in_its_first_record_with_in_call_labels() -> None:
@@ -126,7 +102,7 @@ def test_labels_in_the_open_window_count_in_its_first_record_with_in_call_labels
     probs = np.concatenate([a.probabilities[in_call], a.probabilities[unlabelled_a],
                             b.probabilities[:25]])  # fmt: skip
     y = np.concatenate([a.labels[in_call], late_a.labels, late_b.labels])  # type: ignore[index]
-    check_against_sklearn(record, probs, y)
+    assert_label_metrics(record, probs, y, C)
     assert feed.table.dead == []
     assert feed.manager.agents["agent"].labels.pending.live_rows == 85  # type: ignore[union-attr]
 
@@ -159,7 +135,7 @@ def test_labels_after_close_become_a_rate_limited_revision_of_label_points_only(
     in_call = a.labels >= 0  # type: ignore[operator]
     probs = np.concatenate([a.probabilities[in_call], a.probabilities[unlabelled[:30]]])
     y = np.concatenate([a.labels[in_call], l1.labels, l2.labels])  # type: ignore[index]
-    check_against_sklearn(revision, probs, y)
+    assert_label_metrics(revision, probs, y, C)
     # Nothing new: no further revision, however many ticks.
     feed.tick(deadline + 10 * POLICY.label_revision_interval_ms)
     assert len(feed.records(T0)) == 2
@@ -206,7 +182,7 @@ def test_refused_labels_are_dead_lettered_by_reason_and_the_rest_join() -> None:
     assert "n_classes=4" in feed.table.dead[-1].detail
     feed.send(predictions(T0 + WINDOW + 2_000, 5, seed=5))
     [record] = feed.records(T0)
-    assert values(record)[("labelled_rows", None, ())] == labelled.size + 6 + 2
+    assert point_values(record)[("labelled_rows", None, ())] == labelled.size + 6 + 2
 
 
 def test_labels_past_ttl_or_evicted_expire_and_state_is_bounded() -> None:
@@ -357,4 +333,4 @@ def test_labels_for_a_restored_agent_without_pending_rows_are_unmatched_not_fata
     table.execute(successor.on_message(labels_for(a, np.arange(3, 5), T0 + 30_000, 4).encode(), 9))
     assert [d.reason for d in table.dead] == [LABEL_UNMATCHED]
     [revision] = table.records  # the labels joined before still make their revision
-    assert revision.revision == 1 and values(revision)[("labelled_rows", None, ())] == 3
+    assert revision.revision == 1 and point_values(revision)[("labelled_rows", None, ())] == 3

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
 from mlwatcher.dead_letter import HEADER_REASON
 from mlwatcher.producer.agent import MonitoringAgent
-from mlwatcher.schemas import LabelBatch, MetricRecord
+from mlwatcher.schemas import LabelBatch
 from tests.helpers import wait_until
 from tests.stream_app.conftest import TopicReader, WorkerProcess
+from tests.stream_app.label_checks import assert_label_metrics
 
 WINDOW_MS = 30_000
 GRACE_MS = 6_000  # the default: 20% of 30 s
@@ -75,24 +75,6 @@ class Model:
 
     def close(self) -> None:
         self.agent.close()
-
-
-def expect(record: MetricRecord, probs: np.ndarray, y: np.ndarray) -> None:
-    got = {(p.what, p.class_name, tuple(sorted(p.extra.items()))): p.value for p in record.points}
-    pred = probs.argmax(axis=1)
-    assert got[("labelled_rows", None, ())] == y.size
-    assert got[("overall_accuracy", None, ())] == pytest.approx(accuracy_score(y, pred))
-    assert got[("f1", None, (("average", "weighted"),))] == pytest.approx(
-        f1_score(y, pred, average="weighted", labels=range(C), zero_division=0)
-    )
-    assert got[("log_loss", None, ())] == pytest.approx(
-        log_loss(y, probs.astype(np.float64), labels=range(C)), rel=1e-6
-    )
-    matrix = confusion_matrix(y, pred, labels=range(C))
-    for i in range(C):
-        for j in range(C):
-            key = ("confusion_count", f"class_{i}", (("pred_class", f"class_{j}"),))
-            assert got[key] == matrix[i, j]
 
 
 def dead_letters(bootstrap: str, topic: str, count: int) -> list[tuple[str, LabelBatch | None]]:
@@ -159,8 +141,8 @@ def test_labels_join_open_and_closed_windows_and_refusals_are_dead_lettered(
     assert (first.revision, revision.revision) == (0, 1)
     assert len({(r.revision, r.encode()) for r in records}) == 2  # re-sent only identically
     probs = np.stack([model.probs[i] for i in ids])
-    expect(first, probs[:100], np.concatenate([in_call, open_labels]))
-    expect(revision, probs[:160], np.concatenate([in_call, open_labels, late]))
+    assert_label_metrics(first, probs[:100], np.concatenate([in_call, open_labels]), C)
+    assert_label_metrics(revision, probs[:160], np.concatenate([in_call, open_labels, late]), C)
     assert revision.rows_seen == first.rows_seen == 200
     assert not {p.what for p in revision.points} & {"rows_seen", "prediction_count"}
 
@@ -240,8 +222,8 @@ def test_kill_9_between_predictions_and_their_labels_loses_nothing(
         mine = {r.revision: r for r in records if r.agent_id == model.agent_id}
         assert set(mine) == {0, 1}
         probs = np.stack([model.probs[i] for i in ids])
-        expect(mine[0], probs[:50], open_labels)
-        expect(mine[1], probs[:90], np.concatenate([open_labels, late]))
+        assert_label_metrics(mine[0], probs[:50], open_labels, C)
+        assert_label_metrics(mine[1], probs[:90], np.concatenate([open_labels, late]), C)
         assert mine[0].rows_seen == 120
     # a record re-emitted after the takeover is byte-identical to the first emission
     for key in {(r.agent_id, r.revision) for r in records}:
