@@ -79,6 +79,7 @@ def previous_versions(name: str) -> dict[bytes, AvroSchema]:
     return versions
 
 
+@cache  # asked for every message the worker decodes
 def known_fingerprints(name: str) -> frozenset[bytes]:
     """Fingerprints of every version of schema ``name`` this reader can decode."""
     return frozenset({load_schema(name).fingerprint, *previous_versions(name)})

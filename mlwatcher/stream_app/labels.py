@@ -239,12 +239,8 @@ class AgentLabels:
         """Keep a batch's rows for labels to come (nothing if restored already)."""
         if self.pending is not None and offset in self.pending:
             return []
-        actions: list[Action] = []
         n_classes = probs.shape[1]
-        if self.pending is not None and self.pending.n_classes != n_classes:
-            actions.extend(self._restart_pending(n_classes))
-        if self.pending is None:
-            self.pending = PendingRows(n_classes)
+        pending, actions = self._rows_of(n_classes)
         batch = PendingBatch(
             offset=offset,
             window_start_ms=window_start_ms,
@@ -256,11 +252,20 @@ class AgentLabels:
             np.ascontiguousarray(probs, np.float32),
             np.zeros(ids.shape[0], bool) if labels is None else labels >= 0,
         )
-        self.pending.add(batch, *data)
+        pending.add(batch, *data)
         self._window(window_start_ms, n_classes).live_batches += 1
         key = pending_key(self.partition, self.agent_id, offset)
         actions.append(PutState(key, pack_pending(batch, data)))
         return actions
+
+    def _rows_of(self, n_classes: int) -> tuple[PendingRows, list[Action]]:
+        """The pending rows, for a model of ``n_classes`` (a change expires the former rows)."""
+        actions: list[Action] = []
+        if self.pending is not None and self.pending.n_classes != n_classes:
+            actions = self._restart_pending(n_classes)
+        if self.pending is None:
+            self.pending = PendingRows(n_classes)
+        return self.pending, actions
 
     def _restart_pending(self, n_classes: int) -> list[Action]:
         """The agent's class count changed: its pending rows expire and their ids go."""
@@ -309,10 +314,7 @@ class AgentLabels:
         """Join a label batch; refused labels are dead-lettered as label batches of their own."""
         if offset in self.joins:
             return []  # applied before a crash: its joins were restored
-        actions: list[Action] = []
-        if self.pending is not None and self.pending.n_classes != n_classes:
-            actions.extend(self._restart_pending(n_classes))  # rows of the former model
-        pending = self.pending if self.pending is not None else PendingRows(n_classes)
+        pending, actions = self._rows_of(n_classes)
         ids = np.asarray(batch.prediction_ids, np.uint64)
         labels = np.asarray(batch.labels, np.int64)
         outcome = np.full(ids.shape[0], _JOIN, np.int8)
@@ -470,45 +472,48 @@ class AgentLabels:
         joined: Iterable[tuple[int, np.ndarray]],
         windows: Iterable[LabelWindow],
         open_starts: set[int],
-    ) -> AgentLabels:
+    ) -> tuple[AgentLabels, list[Action]]:
+        """The agent's label state from its entries, and deletes for the entries now stale."""
         labels = cls(partition, agent_id)
+        stale: list[Action] = []
         for window in windows:
             if window.start_ms in open_starts:
                 # Closed in an entry, but the meta entry marking it closed never got out: it
                 # closes again on replay.
                 window.closed, window.revisions = None, 0
+            elif window.closed is None:  # neither open nor revisable
+                stale.append(DeleteState(labels_key(partition, agent_id, window.start_ms)))
+                continue
             labels.windows[window.start_ms] = window
             if window.dirty:
                 labels.dirty.add(window.start_ms)
-        batches = sorted(pending, key=lambda entry: entry[0].offset)
-        live_classes = [data[1].shape[1] for _, data in batches if data is not None]
+        labels._restore_rows(sorted(pending, key=lambda entry: entry[0].offset), joined)
+        return labels, stale + labels._retire(list(labels.windows))
+
+    def _restore_rows(
+        self,
+        batches: list[tuple[PendingBatch, PendingData | None]],
+        joined: Iterable[tuple[int, np.ndarray]],
+    ) -> None:
         if not batches:
-            return labels
-        labels.pending = rows = PendingRows(live_classes[-1] if live_classes else 2)
+            return
+        live_classes = [data[1].shape[1] for _, data in batches if data is not None]
+        self.pending = rows = PendingRows(live_classes[-1] if live_classes else 2)
         for batch, data in batches:
             if data is not None and data[1].shape[1] != rows.n_classes:
                 batch.live, data = False, None  # from before a class-count change
             rows.add(batch, *(data or ()))
             if batch.live:
-                labels._window(batch.window_start_ms, rows.n_classes).live_batches += 1
+                self._window(batch.window_start_ms, rows.n_classes).live_batches += 1
         for offset, ids in sorted(joined, key=lambda j: j[0]):
             found = rows.lookup(ids)
             found = found[found >= 0]
             if found.size:
-                labels.joins[offset] = rows.batch_of(int(found.max())).offset
+                self.joins[offset] = rows.batch_of(int(found.max())).offset
                 found = found[rows.is_live(found)]
                 rows.mark_labelled(found)
             else:
-                labels.joins[offset] = -1
-        return labels
-
-    def retire_finished(self) -> list[Action]:
-        """After a restore: drop the label state of windows nothing needs any more."""
-        return self._retire(list(self.windows))
-
-    def stale_windows(self, open_starts: set[int]) -> list[int]:
-        """Windows with label state but neither open nor revisable (dropped at restore)."""
-        return [s for s, w in self.windows.items() if w.closed is None and s not in open_starts]
+                self.joins[offset] = -1
 
     # -- internals ----------------------------------------------------------------------------
     def _window(self, start_ms: int, n_classes: int) -> LabelWindow:

@@ -205,12 +205,6 @@ class PendingRows:
         predicted = self._predicted.take(at).astype(np.intp)
         return self._probs.take(at, axis=0), predicted, self._window.take(at)
 
-    def batch_data(self, batch: PendingBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(predicted, probabilities, labelled) of a live batch's rows."""
-        at = batch.first_row - self._base
-        stop = at + batch.n_rows
-        return self._predicted[at:stop], self._probs[at:stop], self._labelled[at:stop]
-
     def batch_of(self, row: int) -> PendingBatch:
         batch = self._indexed[int(np.searchsorted(self._starts, row, side="right")) - 1]
         assert batch is not None

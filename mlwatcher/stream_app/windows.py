@@ -70,7 +70,6 @@ from mlwatcher.stream_app.state_codec import (
     StateCodecError,
     WindowConfig,
     delta_key,
-    labels_key,
     meta_key,
     pack_delta,
     parse_key,
@@ -249,24 +248,20 @@ class WindowManager:
         if agent is not None and offset <= agent.meta.handled_offset:
             return []
         if agent is None or agent.labels is None:
-            return [
-                DeadLetter(
-                    LABEL_UNMATCHED,
-                    f"agent {batch.agent_id!r} has no predictions with prediction_ids on "
-                    f"partition {self.partition}: none of its {batch.n_rows} labels can join",
-                ),
-                LabelsCounted({LABEL_UNMATCHED: batch.n_rows}),
-            ]
+            return _refuse_labels(
+                batch,
+                LABEL_UNMATCHED,
+                f"agent {batch.agent_id!r} has no predictions with prediction_ids on "
+                f"partition {self.partition}: none of its {batch.n_rows} labels can join",
+            )
         n_classes = agent.meta.latest_config.n_classes
         if batch.n_classes not in (0, n_classes):
-            return [
-                DeadLetter(
-                    INVALID_BATCH,
-                    f"agent {batch.agent_id!r}: the label batch says n_classes="
-                    f"{batch.n_classes}, the agent's predictions have {n_classes} classes",
-                ),
-                LabelsCounted({INVALID_BATCH: batch.n_rows}),
-            ]
+            return _refuse_labels(
+                batch,
+                INVALID_BATCH,
+                f"agent {batch.agent_id!r}: the label batch says n_classes="
+                f"{batch.n_classes}, the agent's predictions have {n_classes} classes",
+            )
         actions = agent.labels.join(batch, offset, n_classes)
         actions.extend(
             agent.labels.revise(batch.sent_time_ms, self.policy.label_revision_interval_ms)
@@ -362,7 +357,7 @@ class WindowManager:
             if agent is None:  # nothing of the agent was kept: its label state is stale
                 actions.extend(DeleteState(key) for key in label_keys[agent_id])
                 continue
-            agent.labels = AgentLabels.restore(
+            agent.labels, cleanup = AgentLabels.restore(
                 self.partition,
                 agent_id,
                 pending.get(agent_id, ()),
@@ -370,10 +365,7 @@ class WindowManager:
                 label_windows.get(agent_id, ()),
                 set(agent.open),
             )
-            for start in agent.labels.stale_windows(set(agent.open)):
-                del agent.labels.windows[start]
-                actions.append(DeleteState(labels_key(self.partition, agent_id, start)))
-            actions.extend(agent.labels.retire_finished())
+            actions.extend(cleanup)
         return actions
 
     # -- internals ----------------------------------------------------------------------------
@@ -389,7 +381,7 @@ class WindowManager:
         if agent.labels is None:
             agent.labels = AgentLabels(self.partition, batch.agent_id)
         probs = batch.probabilities
-        actions = agent.labels.add_predictions(
+        return agent.labels.add_predictions(
             offset,
             start,
             batch.event_time_ms,
@@ -398,7 +390,6 @@ class WindowManager:
             probs,
             batch.labels,
         )
-        return actions
 
     def _refusal(
         self,
@@ -576,6 +567,11 @@ def _window_changed(batch: PredictionBatch, open_window_ms: int, open_start: int
         f"{batch.event_time_ms} overlaps the open window starting {open_start} of "
         f"window_ms={open_window_ms}",
     )
+
+
+def _refuse_labels(batch: LabelBatch, reason: str, detail: str) -> list[Action]:
+    """A whole label batch dead-lettered, its labels counted under ``reason``."""
+    return [DeadLetter(reason, detail), LabelsCounted({reason: batch.n_rows})]
 
 
 def _decode_reason(value: bytes) -> str:
