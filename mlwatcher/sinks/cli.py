@@ -5,13 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from mlwatcher.config import kafka_options, parse_kafka_options
 
+if TYPE_CHECKING:
+    from mlwatcher.sinks.anodot_client import AnodotClient
+    from mlwatcher.sinks.shutdown import Shutdown
+
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +86,7 @@ def _client(
     max_points_per_request: int,
     request_timeout: float,
     max_attempts: int,
-):  # type: ignore[no-untyped-def]
+) -> AnodotClient:
     from mlwatcher.sinks.anodot_client import AnodotClient
     from mlwatcher.sinks.rate_limit import RateLimiter
     from mlwatcher.sinks.retry import BackoffPolicy
@@ -165,9 +170,7 @@ def anodot(
     Offsets are committed only once every point of a record is accepted by Anodot or written
     to the dead-letter topic with the reason.
     """
-    from mlwatcher.sinks.anodot_client import AnodotError
     from mlwatcher.sinks.anodot_sink import AnodotSink, AnodotSinkConfig
-    from mlwatcher.sinks.shutdown import Shutdown
 
     client = _client(
         base_url, token, rate_limit, max_points_per_request, request_timeout, max_attempts
@@ -181,8 +184,6 @@ def anodot(
         linger_seconds=linger,
         progress_interval=progress_interval,
     )
-    shutdown = Shutdown()
-    shutdown.install_signal_handlers()
     log.info(
         "anodot sink: %s -> %s (group %s, %g points/s)",
         metrics_topic,
@@ -190,11 +191,7 @@ def anodot(
         group_id,
         rate_limit,
     )
-    try:
-        with client:
-            AnodotSink(config, client).run(shutdown)
-    except AnodotError as error:
-        raise click.ClickException(client.redact(str(error))) from None
+    _with_anodot(client, AnodotSink(config, client).run)
 
 
 @sink.command("anodot-labels")
@@ -240,9 +237,7 @@ def anodot_labels(
     stand --label-wait seconds after its end, into series with the extra property
     label_wait=<seconds>s. Run it next to `sink anodot` (its own consumer group).
     """
-    from mlwatcher.sinks.anodot_client import AnodotError
     from mlwatcher.sinks.anodot_labels import AnodotLabelSink, AnodotLabelSinkConfig
-    from mlwatcher.sinks.shutdown import Shutdown
 
     client = _client(
         base_url, token, rate_limit, max_points_per_request, request_timeout, max_attempts
@@ -257,8 +252,6 @@ def anodot_labels(
         linger_seconds=linger,
         progress_interval=progress_interval,
     )
-    shutdown = Shutdown()
-    shutdown.install_signal_handlers()
     log.info(
         "anodot label sink: %s -> %s (group %s, label wait %d s)",
         metrics_topic,
@@ -266,9 +259,20 @@ def anodot_labels(
         group_id,
         label_wait,
     )
+    _with_anodot(client, AnodotLabelSink(config, client).run)
+
+
+def _with_anodot(client: AnodotClient, work: Callable[[Shutdown], R]) -> R:
+    """Run ``work`` with the client open until SIGINT/SIGTERM; a fatal Anodot error (bad
+    token, wrong URL) becomes a clean exit with the token redacted."""
+    from mlwatcher.sinks.anodot_client import AnodotError
+    from mlwatcher.sinks.shutdown import Shutdown
+
+    shutdown = Shutdown()
+    shutdown.install_signal_handlers()
     try:
         with client:
-            AnodotLabelSink(config, client).run(shutdown)
+            return work(shutdown)
     except AnodotError as error:
         raise click.ClickException(client.redact(str(error))) from None
 
@@ -362,20 +366,14 @@ def replay_anodot(
     max_attempts: int,
 ) -> None:
     """Send a Parquet metrics data set (from `mlwatcher sink parquet`) to Anodot, offline."""
-    from mlwatcher.sinks.anodot_client import AnodotError
     from mlwatcher.sinks.replay import replay_parquet
-    from mlwatcher.sinks.shutdown import Shutdown
 
     client = _client(
         base_url, token, rate_limit, max_points_per_request, request_timeout, max_attempts
     )
-    shutdown = Shutdown()
-    shutdown.install_signal_handlers()
-    try:
-        with client:
-            stats = replay_parquet(parquet_dir, client, shutdown.abort)
-    except AnodotError as error:
-        raise click.ClickException(client.redact(str(error))) from None
+    stats = _with_anodot(
+        client, lambda shutdown: replay_parquet(parquet_dir, client, shutdown.abort)
+    )
     for series, reason in stats.rejected:
         log.warning("refused: %s: %s", series, reason)
     click.echo(
