@@ -33,7 +33,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from mlwatcher.metrics import drift
+from mlwatcher.metrics import drift, kernels
 from mlwatcher.metrics.drift import NUMERIC_STATS, NumericReference
 from mlwatcher.metrics.stats import STATS, SortedSeries, column_stats
 
@@ -43,9 +43,6 @@ DRIFT_SAMPLE_SIZE = 1000
 _SELECT_MIN_ROWS = 64
 # Values per block: a block (plus the partition copies) stays within the L2/L3 caches.
 _BLOCK_VALUES = 1 << 18
-# Drift-sample values per block: the KS and Wasserstein arrays (block x sample, 512 KB)
-# stay in L2 (at 1000 rows, 262 features per block made them 2 MB each: 1.4x slower).
-_SAMPLE_BLOCK_VALUES = 1 << 16
 # Threads over column blocks (1 = none); ``summarise(..., threads=)`` overrides it per call.
 DEFAULT_THREADS = min(2, os.cpu_count() or 1)
 
@@ -73,27 +70,41 @@ def drift_sample_positions(n: int, size: int = DRIFT_SAMPLE_SIZE) -> np.ndarray:
 
 def summarise(
     matrix: np.ndarray,
-    references: Sequence[NumericReference | None] | None = None,
+    references: Sequence[NumericReference | None] | drift.ReferenceRows | None = None,
     *,
     threads: int | None = None,
 ) -> ColumnSummary:
     """Stats (and drift against ``references[j]`` for row ``j``, if given) of each row."""
     n_rows, n = matrix.shape
     stats = {name: np.full(n_rows, np.nan) for name in STATS}
-    names = (*NUMERIC_STATS, "n", "m")
-    scores = None if references is None else {k: np.full(n_rows, np.nan) for k in names}
+    refs = references
+    if refs is not None and not isinstance(refs, drift.ReferenceRows):
+        refs = drift.ReferenceRows.of(refs)
+    scores = None
+    if refs is not None:
+        scores = {name: np.full(n_rows, np.nan) for name in (*NUMERIC_STATS, "n", "m")}
+        # The merges' results of blocks with every row stacked; scored once, at the end.
+        ks, distance = np.full(n_rows, np.nan), np.full(n_rows, np.nan)
+        cumulative = np.zeros((n_rows, refs.edges.shape[1]), np.int64)
+        merged = np.zeros(n_rows, bool)
     block = max(1, _BLOCK_VALUES // max(n, 1))
-    if scores is not None:  # the drift scores' (block, sample) arrays stay in cache too
-        block = max(1, min(block, _SAMPLE_BLOCK_VALUES // max(min(n, DRIFT_SAMPLE_SIZE), 1)))
     starts = range(0, n_rows, block)
 
     def run(start: int) -> None:
         rows = slice(start, min(start + block, n_rows))
-        block_stats, samples = _block(matrix[rows], with_sample=scores is not None)
+        block_stats, samples = _block(matrix[rows], with_sample=refs is not None)
         for name, column in block_stats.items():
             stats[name][rows] = column
-        if scores is not None and references is not None:
-            for name, column in drift.sample_scores(samples, references[rows]).items():
+        if refs is None or scores is None:
+            return
+        block_refs = refs.rows(rows)
+        if isinstance(samples, np.ndarray) and samples.shape[1] and block_refs.stacked.all():
+            ks[rows], distance[rows], cumulative[rows] = kernels.ks_wasserstein_bins(
+                samples, block_refs.samples, block_refs.edges
+            )
+            merged[rows] = True
+        else:
+            for name, column in drift.sample_scores(samples, block_refs).items():
                 scores[name][rows] = column
 
     threads = DEFAULT_THREADS if threads is None else threads
@@ -102,7 +113,15 @@ def summarise(
     else:
         for start in starts:
             run(start)
-    return ColumnSummary(stats, None if scores is None else drift.finish_scores(scores))
+    if refs is None or scores is None:
+        return ColumnSummary(stats, None)
+    if merged.any():
+        at = np.flatnonzero(merged)
+        n_sample = drift_sample_positions(n).size
+        part = drift.scores_of_merge(ks[at], distance[at], cumulative[at], n_sample, refs.rows(at))
+        for name, column in part.items():
+            scores[name][at] = column
+    return ColumnSummary(stats, drift.finish_scores(scores))
 
 
 def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray], list]:
@@ -116,13 +135,14 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
         picked = values[:, positions] if with_sample else values[:0]
         samples = [np.sort(row[np.isfinite(row)]) for row in picked]
         return column_stats(values, series), samples
-    work = _float32_if_exact(values)
+    mean = sums / n
+    work, squares = _selection_copy(values, mean)
     samples: np.ndarray | list = []
     if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
         gathered = work[:, positions]  # a copy: sorted in place
         gathered.sort(axis=1)
         samples = gathered.astype(np.float64, copy=False)
-    return _selected_stats(values, work, sums), samples  # (may reorder ``work``'s rows)
+    return _selected_stats(work, mean, squares), samples  # (reorders ``work``'s rows)
 
 
 @lru_cache(maxsize=4)
@@ -154,39 +174,43 @@ def _scratch_array(name: str, shape: tuple[int, int], dtype: type) -> np.ndarray
     return flat[:size].reshape(shape)
 
 
-def _float32_if_exact(values: np.ndarray) -> np.ndarray:
-    """``values`` as float32 (a scratch copy) when that changes no value (checked on a few
-    columns first), else ``values`` itself."""
+def _selection_copy(values: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A scratch copy of ``values`` for selection to reorder, and each row's sum of squared
+    deviations from ``mean``, from one read (:func:`kernels.copy_and_square_deviations`).
+
+    The copy is float32 when that changes no value (features usually arrive as float32:
+    selection and sorting then move half the bytes, with bit-identical results); a few
+    columns are checked first, so float64 data is read once.
+    """
     head = values[:, :16]
     with np.errstate(over="ignore"):
-        if not bool((head.astype(np.float32) == head).all()):
-            return values
-        narrow = _scratch_array("float32", values.shape, np.float32)
-        np.copyto(narrow, values, casting="unsafe")
-    return narrow if bool((narrow == values).all()) else values
+        narrow = bool((head.astype(np.float32) == head).all())
+    if narrow:
+        copy = _scratch_array("float32", values.shape, np.float32)
+        squares, exact = kernels.copy_and_square_deviations(values, mean, copy)
+        if exact:
+            return copy, squares
+    copy = _scratch_array("select", values.shape, np.float64)
+    squares, _ = kernels.copy_and_square_deviations(values, mean, copy)
+    return copy, squares
 
 
 def _selected_stats(
-    values: np.ndarray, work: np.ndarray, sums: np.ndarray
+    work: np.ndarray, mean: np.ndarray, squares: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The stat set of rows without missing values, quartiles by selection (see module doc).
 
-    ``work`` is ``values`` or a float32 scratch copy of it, which is reordered in place.
-    Every returned array is new (none is a view of a scratch array).
+    ``work`` is a scratch copy of the rows (:func:`_selection_copy`), reordered in place;
+    ``squares`` their sums of squared deviations from ``mean``. Every returned array is new
+    (none is a view of a scratch array).
     """
-    n = values.shape[1]
-    mean = sums / n
-    deviations = np.subtract(values, mean[:, None], out=_scratch_array("dev", values.shape, float))
-    std = np.sqrt(np.einsum("ij,ij->i", deviations, deviations) / n)
+    n = work.shape[1]
+    std = np.sqrt(squares / n)
     k25, k50, k75 = (int(np.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))
     r75 = k75 - k50 - 1
     # The halves are partitioned in place: np.partition of a strided view (a copy) is
     # several times slower than ndarray.partition on it.
-    if work is values:  # the reservoir's rows: never in place
-        middle = _scratch_array("select", values.shape, values.dtype.type)
-        np.copyto(middle, values)
-    else:
-        middle = work  # this block's own float32 copy
+    middle = work
     middle.partition(k50, axis=1)
     lower, upper = middle[:, :k50], middle[:, k50 + 1 :]
     lower.partition(k25, axis=1)

@@ -221,7 +221,7 @@ def collect_from_parts(
         )
         if n_sample and numeric:
             numeric_matrix = features_t if len(numeric) == n_features else features_t[numeric]
-            refs = None if reference is None else [reference.numeric.get(j) for j in numeric]
+            refs = None if reference is None else reference.numeric_rows(numeric)
             summary = columns.summarise(numeric_matrix, refs)
             numeric_drift = summary.drift
             numeric_names = [features[j] for j in numeric]

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from scipy import special, stats
+
+from mlwatcher.metrics import kernels
 
 PSI_BINS = 10
 PSI_EPSILON = 1e-4
@@ -213,17 +214,9 @@ def ks_critical(n: Any, m: Any, alpha: float = ALPHA) -> Any:
     return float(value) if np.ndim(value) == 0 else value
 
 
-@lru_cache(maxsize=64)
-def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index pairs and widths of the common refinement of the grids i/n and j/m."""
-    points = np.union1d(np.arange(1, n + 1) * m, np.arange(1, m + 1) * n)
-    widths = np.diff(points, prepend=0) / (n * m)
-    return (points + m - 1) // m - 1, (points + n - 1) // n - 1, widths
-
-
 def wasserstein(current: np.ndarray, reference: np.ndarray) -> float:
     """Wasserstein-1 distance of two sorted samples via their quantile functions."""
-    idx_cur, idx_ref, widths = _quantile_grid(current.size, reference.size)
+    idx_cur, idx_ref, widths = kernels.quantile_grid(current.size, reference.size)
     return float(np.dot(np.abs(current[idx_cur] - reference[idx_ref]), widths))
 
 
@@ -241,70 +234,6 @@ def _js_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(js, 0.0))
 
 
-def _ks_rows(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """:func:`ks_statistic` of each row pair of two row-sorted matrices, at the current points.
-
-    Between consecutive current values the current CDF is constant and the reference one
-    monotone, so the supremum is reached at a current value or just before one: one binary
-    search of the (sorted) current values per row, then ``max |F - G|`` for all rows at once.
-    (A coarse pass with branch and bound did a third of the searches but ~10 NumPy calls
-    per feature in Python: slower at 784 features.)
-    """
-    k, n = current.shape
-    m = reference.shape[1]
-    reference = np.ascontiguousarray(reference)
-    at = np.empty((k, n), dtype=np.int64)
-    for j in range(k):  # the method, not np.searchsorted: its wrapper costs
-        at[j] = reference[j].searchsorted(current[j], side="right")
-    # Where a current value occurs in the reference, the reference CDF just below it is
-    # smaller than at it: search again (left) for those values alone. The reference value
-    # before each search position, read from a copy with a -inf column in front (samples
-    # are finite): one gather, no index clipping.
-    padded = np.empty((k, m + 1))
-    padded[:, 0] = -np.inf
-    padded[:, 1:] = reference
-    tied = padded.ravel().take(at + (np.arange(k) * (m + 1))[:, None]) == current
-    below = at
-    tied_rows = np.flatnonzero(tied.any(axis=1))
-    if tied_rows.size:
-        below = at.copy()
-        for j in tied_rows:
-            below[j, tied[j]] = reference[j].searchsorted(current[j, tied[j]], side="left")
-    # The current CDF at (and just below) its own i-th value is (i + 1) / n (i / n) unless
-    # values repeat; rows with repeats are searched.
-    idx = np.arange(n)
-    cur_at = np.broadcast_to((idx + 1) / n, (k, n))
-    cur_below = np.broadcast_to(idx / n, (k, n))
-    repeats = np.flatnonzero((current[:, 1:] == current[:, :-1]).any(axis=1))
-    if repeats.size:
-        cur_at, cur_below = cur_at.copy(), cur_below.copy()
-        for j in repeats:
-            cur_at[j] = current[j].searchsorted(current[j], side="right") / n
-            cur_below[j] = current[j].searchsorted(current[j], side="left") / n
-    ref_at = at / m
-    ref_below = ref_at if below is at else below / m
-    gaps = np.subtract(cur_at, ref_at)
-    gap_at = np.abs(gaps, out=gaps).max(axis=1)
-    np.subtract(cur_below, ref_below, out=gaps)
-    return np.maximum(gap_at, np.abs(gaps, out=gaps).max(axis=1))
-
-
-def _wasserstein_rows(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """:func:`wasserstein` of each row pair of two row-sorted matrices."""
-    k, n = current.shape
-    m = reference.shape[1]
-    if m == n:  # a window against a previous window of the same size
-        gaps = reference - current
-        return np.abs(gaps, out=gaps).sum(axis=1) / m
-    if m % n == 0:  # 1000 vs 2000 at the close: each current value faces m/n reference ones
-        gaps = reference.reshape(k, n, m // n) - current[:, :, None]
-        return np.abs(gaps, out=gaps).reshape(k, m).sum(axis=1) / m
-    idx_cur, idx_ref, widths = _quantile_grid(n, m)
-    gaps = current[:, idx_cur] - reference[:, idx_ref]
-    # einsum, not @: a BLAS matrix-vector product this small costs more in thread hand-off.
-    return np.einsum("ij,j->i", np.abs(gaps, out=gaps), widths)
-
-
 def numeric_drift(
     current: Sequence[np.ndarray | None], references: Sequence[NumericReference | None]
 ) -> dict[str, np.ndarray]:
@@ -316,83 +245,112 @@ def numeric_drift(
     return finish_scores(sample_scores(current, references))
 
 
+@dataclass(slots=True)
+class ReferenceRows:
+    """The references of k numeric series, with those of the most common sample size stacked
+    into matrices: the inputs of one merge per series (:func:`kernels.ks_wasserstein_bins`).
+
+    Build it once per reference profile (``ReferenceProfile.numeric_rows`` keeps it): the
+    stacking copies every reference sample.
+    """
+
+    references: list[NumericReference | None]
+    stacked: np.ndarray  # (k,) bool: in the matrices below (a reference of the common size)
+    samples: np.ndarray  # (k, m): sorted reference samples (zeros where not stacked)
+    edges: np.ndarray  # (k, bins - 1): interior bin edges, rows padded with +inf
+    proportions: np.ndarray  # (k, bins): reference share per bin, rows padded with 0
+    stds: np.ndarray  # (k,)
+
+    @classmethod
+    def of(cls, references: Sequence[NumericReference | None]) -> ReferenceRows:
+        present = [ref for ref in references if ref is not None and ref.sample.size]
+        sizes = [ref.sample.size for ref in present]
+        m = max(set(sizes), key=sizes.count) if sizes else 0
+        width = max([PSI_BINS, *(ref.proportions.size for ref in present)])
+        k = len(references)
+        stacked = np.array([ref is not None and ref.sample.size == m > 0 for ref in references])
+        samples = np.zeros((k, m))
+        edges = np.full((k, width - 1), np.inf)
+        proportions = np.zeros((k, width))
+        stds = np.full(k, np.nan)
+        for j in np.flatnonzero(stacked):
+            ref = references[j]
+            assert ref is not None
+            samples[j] = ref.sample
+            edges[j, : ref.edges.size] = ref.edges
+            proportions[j, : ref.proportions.size] = ref.proportions
+            stds[j] = ref.std
+        return cls(list(references), stacked, samples, edges, proportions, stds)
+
+    def rows(self, index: slice | np.ndarray) -> ReferenceRows:
+        """The references of the series at ``index`` (a slice or an index array)."""
+        chosen = self.stacked[index]
+        positions = np.arange(len(self.references))[index]
+        return ReferenceRows(
+            [self.references[j] for j in positions],
+            chosen,
+            self.samples[index],
+            self.edges[index],
+            self.proportions[index],
+            self.stds[index],
+        )
+
+
 def sample_scores(
-    current: Sequence[np.ndarray | None], references: Sequence[NumericReference | None]
+    current: Sequence[np.ndarray | None] | np.ndarray,
+    references: Sequence[NumericReference | None] | ReferenceRows,
 ) -> dict[str, np.ndarray]:
     """PSI, KS, JS and Wasserstein of each series, plus the sample sizes ``n`` and ``m``.
 
-    The window close calls this per block of features and :func:`finish_scores` once.
+    ``current``: each series' sorted finite sample (a row-sorted matrix when all have one
+    size). Series of equal sample sizes are scored together, one merge per series.
     """
+    rows = references if isinstance(references, ReferenceRows) else ReferenceRows.of(references)
     k = len(current)
     out = {name: np.full(k, np.nan) for name in (*NUMERIC_STATS, "n", "m")}
-    if isinstance(current, np.ndarray) and _uniform(references) and current.shape[1]:
-        _uniform_scores(out, current, references)  # type: ignore[arg-type]
-        return out
-    width = max([PSI_BINS, *(ref.proportions.size for ref in references if ref is not None)])
-    cur_shares = np.zeros((k, width))
-    ref_shares = np.zeros((k, width))
+    if isinstance(current, np.ndarray) and current.shape[1] and rows.stacked.all():
+        return merged_scores(current, rows)
     groups: dict[tuple[int, int], list[int]] = {}
-    for j, (cur, ref) in enumerate(zip(current, references, strict=True)):
-        if cur is None or ref is None or cur.size == 0 or ref.sample.size == 0:
-            continue
-        bins = ref.proportions.size
-        # Cumulative counts now, bin counts below for all series at once.
-        cur_shares[j, : bins - 1] = cur.searchsorted(ref.edges, side="right")
-        cur_shares[j, bins - 1 :] = cur.size
-        ref_shares[j, :bins] = ref.proportions
-        out["n"][j], out["m"][j] = cur.size, ref.sample.size
-        groups.setdefault((cur.size, ref.sample.size), []).append(j)
-    valid = ~np.isnan(out["n"])
-    if not valid.any():
-        return out
-    cur_shares = np.diff(cur_shares[valid], prepend=0.0, axis=1) / out["n"][valid, None]
-    out["psi"][valid] = _psi_rows(cur_shares, ref_shares[valid])
-    out["js_distance"][valid] = _js_rows(cur_shares, ref_shares[valid])
-    for rows in groups.values():
-        cur_rows = np.stack([current[j] for j in rows])  # type: ignore[misc]
-        ref_rows = np.stack([references[j].sample for j in rows])  # type: ignore[union-attr]
-        stds = np.array([references[j].std for j in rows])  # type: ignore[union-attr]
-        out["ks_stat"][rows] = _ks_rows(cur_rows, ref_rows)
-        distance = _wasserstein_rows(cur_rows, ref_rows)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["wasserstein_norm"][rows] = np.where(stds > 0, distance / stds, np.nan)
+    for j, (cur, ref) in enumerate(zip(current, rows.references, strict=True)):
+        if cur is not None and ref is not None and cur.size and ref.sample.size:
+            groups.setdefault((cur.size, ref.sample.size), []).append(j)
+    for members in groups.values():
+        group_rows = ReferenceRows.of([rows.references[j] for j in members])
+        part = merged_scores(np.stack([current[j] for j in members]), group_rows)  # type: ignore[misc]
+        for name, column in part.items():
+            out[name][members] = column
     return out
 
 
-def _uniform(references: Sequence[NumericReference | None]) -> bool:
-    """Every series has a reference, all with samples of one size and the same bin count."""
-    if not references or any(ref is None for ref in references):
-        return False
-    first = references[0]
-    assert first is not None
-    sizes = {(ref.sample.size, ref.proportions.size) for ref in references}  # type: ignore[union-attr]
-    return len(sizes) == 1 and first.sample.size > 0
+def merged_scores(current: np.ndarray, rows: ReferenceRows) -> dict[str, np.ndarray]:
+    """:func:`sample_scores` of a row-sorted matrix against stacked references (all rows
+    stacked), computed with one merge per series."""
+    ks, distance, cumulative = kernels.ks_wasserstein_bins(current, rows.samples, rows.edges)
+    return scores_of_merge(ks, distance, cumulative, current.shape[1], rows)
 
 
-def _uniform_scores(
-    out: dict[str, np.ndarray], current: np.ndarray, references: Sequence[NumericReference]
-) -> None:
-    """:func:`sample_scores` of a row-sorted matrix whose references are :func:`_uniform`,
-    the same arithmetic for all series at once (the window close of the numeric features)."""
-    k, n = current.shape
-    m, bins = references[0].sample.size, references[0].proportions.size
-    width = max(PSI_BINS, bins)
-    cur_counts = np.zeros((k, width))
-    ref_shares = np.zeros((k, width))
-    for j, ref in enumerate(references):
-        cur_counts[j, : bins - 1] = current[j].searchsorted(ref.edges, side="right")
-        ref_shares[j, :bins] = ref.proportions
-    cur_counts[:, bins - 1 :] = n
-    out["n"][:], out["m"][:] = n, m
-    cur_shares = np.diff(cur_counts, prepend=0.0, axis=1) / out["n"][:, None]
-    out["psi"][:] = _psi_rows(cur_shares, ref_shares)
-    out["js_distance"][:] = _js_rows(cur_shares, ref_shares)
-    ref_rows = np.stack([ref.sample for ref in references])
-    stds = np.array([ref.std for ref in references])
-    out["ks_stat"][:] = _ks_rows(current, ref_rows)
-    distance = _wasserstein_rows(current, ref_rows)
+def scores_of_merge(
+    ks: np.ndarray, distance: np.ndarray, cumulative: np.ndarray, n: int, rows: ReferenceRows
+) -> dict[str, np.ndarray]:
+    """The scores of :func:`sample_scores` from the results of the merges of ``n``-value
+    samples with the references in ``rows`` (all stacked): for all series at once."""
+    k, width = rows.proportions.shape
+    counts = np.empty((k, width))
+    counts[:, :-1] = cumulative
+    counts[:, -1] = n
+    shares = np.diff(counts, prepend=0.0, axis=1) / n
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["wasserstein_norm"][:] = np.where(stds > 0, distance / stds, np.nan)
+        wasserstein_norm = np.where(rows.stds > 0, distance / rows.stds, np.nan)
+    return {
+        "psi": _psi_rows(shares, rows.proportions),
+        "ks_stat": ks,
+        "ks_pvalue": np.full(k, np.nan),
+        "js_distance": _js_rows(shares, rows.proportions),
+        "wasserstein_norm": wasserstein_norm,
+        "drifted": np.full(k, np.nan),
+        "n": np.full(k, float(n)),
+        "m": np.full(k, float(rows.samples.shape[1])),
+    }
 
 
 def finish_scores(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from mlwatcher.metrics.calibration import CalibrationMap
 from mlwatcher.metrics.counters import ExactCounters
-from mlwatcher.metrics.drift import NumericReference
+from mlwatcher.metrics.drift import NumericReference, ReferenceRows
 from mlwatcher.metrics.inputs import (
     MetricInputError,
     as_features,
@@ -83,6 +83,19 @@ class ReferenceProfile:
     pred1: NumericReference | None = None
     pred_class_counts: np.ndarray | None = None
     calibration: CalibrationMap | None = None
+    # numeric_rows' stacked references, per tuple of feature indices.
+    _numeric_rows: dict[tuple[int, ...], ReferenceRows] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def numeric_rows(self, features: Sequence[int]) -> ReferenceRows:
+        """The numeric references of ``features`` stacked for the window close; kept, as a
+        profile serves many closes (its references are not changed once it is built)."""
+        key = tuple(features)
+        rows = self._numeric_rows.get(key)
+        if rows is None:
+            rows = self._numeric_rows[key] = ReferenceRows.of([self.numeric.get(j) for j in key])
+        return rows
 
     # -- construction -------------------------------------------------------------------
     @classmethod

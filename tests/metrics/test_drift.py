@@ -186,24 +186,3 @@ def test_reference_with_other_feature_count_is_refused() -> None:
     reference = ReferenceProfile.from_data(np.zeros((10, 3)))
     with pytest.raises(ValueError, match="reference: profile has 3 features"):
         compute_metrics(np.full((2, 2), 0.5), features=np.zeros((2, 2)), reference=reference)
-
-
-@pytest.mark.parametrize("kind", ["normal", "shifted", "integers", "float32"])
-@pytest.mark.parametrize(("n", "m"), [(1000, 2000), (40, 70), (257, 1000), (20, 30)])
-def test_ks_of_many_rows_equals_scipy(kind: str, n: int, m: int) -> None:
-    # _ks_rows (all rows at once) against SciPy row by row, ties and repeats included.
-    rng = np.random.default_rng(n + m)
-    draw = {
-        "normal": lambda shape: rng.normal(size=shape),
-        "shifted": lambda shape: rng.normal(0.3, 1.2, size=shape),
-        "integers": lambda shape: rng.integers(0, 20, size=shape).astype(float),
-        "float32": lambda shape: rng.random(shape).astype(np.float32).astype(float),
-    }[kind]
-    current = np.sort(draw((30, n)), axis=1)
-    reference = np.sort(
-        rng.integers(0, 20, (30, m)).astype(float) if kind == "integers" else draw((30, m)),
-        axis=1,
-    )
-    got = drift._ks_rows(current, reference)
-    expected = [sps.ks_2samp(c, r).statistic for c, r in zip(current, reference, strict=True)]
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)

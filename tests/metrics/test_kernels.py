@@ -1,0 +1,96 @@
+"""The close's compiled loops and their NumPy twins, each against SciPy / NumPy.
+
+Both implementations run in every test: the numba loop (the worker extra installs numba, so
+it must be there unless ``MLWATCHER_NUMBA=0`` asks for the twins) and the NumPy twin (what
+runs without numba).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import scipy.stats as sps
+
+from mlwatcher.metrics import kernels
+
+IMPLEMENTATIONS = [pytest.param(True, id="compiled"), pytest.param(False, id="numpy")]
+
+
+def test_numba_is_used_by_default() -> None:
+    # The figures in the README are of the compiled loops: a worker install must get them.
+    assert kernels.ENABLED == (os.environ.get("MLWATCHER_NUMBA", "1") != "0")
+
+
+def _samples(kind: str, rows: int, n: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    draw = {
+        "normal": lambda shape: rng.normal(size=shape),
+        "shifted": lambda shape: rng.normal(0.3, 1.2, size=shape),
+        "integers": lambda shape: rng.integers(0, 20, size=shape).astype(float),
+        "float32": lambda shape: rng.random(shape).astype(np.float32).astype(float),
+        "constant": lambda shape: np.full(shape, 2.5),
+    }[kind]
+    return np.sort(draw((rows, n)), axis=1), np.sort(draw((rows, m)), axis=1)
+
+
+@pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
+@pytest.mark.parametrize("kind", ["normal", "shifted", "integers", "float32", "constant"])
+@pytest.mark.parametrize(
+    ("rows", "n", "m"), [(30, 1000, 2000), (31, 40, 70), (7, 257, 1000), (5, 20, 30), (1, 1, 1)]
+)
+def test_ks_wasserstein_bins_equal_scipy(
+    compiled: bool, kind: str, rows: int, n: int, m: int
+) -> None:
+    # Ties within and between samples, odd row counts (the loop merges rows in pairs), and
+    # bins padded with +inf.
+    current, reference = _samples(kind, rows, n, m, seed=n + m + rows)
+    rng = np.random.default_rng(rows)
+    edges = np.sort(rng.choice(reference.ravel(), size=(rows, 9)), axis=1)
+    edges[:, 7:] = np.inf
+    ks, distance, cumulative = kernels.ks_wasserstein_bins(
+        current, reference, edges, compiled=compiled
+    )
+    for r in range(rows):
+        assert ks[r] == pytest.approx(sps.ks_2samp(current[r], reference[r]).statistic, abs=1e-15)
+        expected = sps.wasserstein_distance(current[r], reference[r])
+        assert distance[r] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        np.testing.assert_array_equal(
+            cumulative[r], np.searchsorted(current[r], edges[r], side="right")
+        )
+
+
+def test_ks_statistic_is_the_same_bits_in_both_implementations() -> None:
+    # A record must not depend on whether numba is installed: KS and bin counts are exact
+    # integer arithmetic then one division in both; the sums may differ in the last ulps.
+    current, reference = _samples("normal", 64, 1000, 2000, seed=3)
+    edges = np.quantile(reference, np.linspace(0.1, 0.9, 9), axis=1).T.copy()
+    fast = kernels.ks_wasserstein_bins(current, reference, edges, compiled=True)
+    twin = kernels.ks_wasserstein_bins(current, reference, edges, compiled=False)
+    np.testing.assert_array_equal(fast[0], twin[0])
+    np.testing.assert_array_equal(fast[2], twin[2])
+    np.testing.assert_allclose(fast[1], twin[1], rtol=1e-13)
+
+
+@pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
+@pytest.mark.parametrize("n", [1, 3, 4, 10_001])
+def test_copy_and_square_deviations(compiled: bool, n: int) -> None:
+    rng = np.random.default_rng(n)
+    values = rng.normal(5.0, 3.0, size=(6, n))
+    values[1] = rng.random(n).astype(np.float32)  # a float32-exact row
+    means = values.mean(axis=1)
+    wide = np.empty_like(values)
+    squares, exact = kernels.copy_and_square_deviations(values, means, wide, compiled=compiled)
+    np.testing.assert_array_equal(wide, values)
+    assert exact
+    np.testing.assert_allclose(squares / n, values.var(axis=1), rtol=1e-12, atol=1e-300)
+
+    narrow = np.empty(values.shape, np.float32)
+    _, exact = kernels.copy_and_square_deviations(values, means, narrow, compiled=compiled)
+    np.testing.assert_array_equal(narrow, values.astype(np.float32))
+    assert not exact  # the other rows do not fit float32
+    _, exact = kernels.copy_and_square_deviations(
+        values[1:2], means[1:2], narrow[1:2], compiled=compiled
+    )
+    assert exact
