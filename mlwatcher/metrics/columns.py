@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -75,6 +75,21 @@ def summarise(
     threads: int | None = None,
 ) -> ColumnSummary:
     """Stats (and drift against ``references[j]`` for row ``j``, if given) of each row."""
+    return start_summary(matrix, references, threads=threads)()
+
+
+def start_summary(
+    matrix: np.ndarray,
+    references: Sequence[NumericReference | None] | drift.ReferenceRows | None = None,
+    *,
+    threads: int | None = None,
+) -> Callable[[], ColumnSummary]:
+    """:func:`summarise`, started on the close's threads: call the result to wait for it.
+
+    The window close computes its other points meanwhile (the threads spend most of their
+    time in NumPy's selection and the compiled loops, without the GIL). With one thread the
+    work is done when the result is called.
+    """
     n_rows, n = matrix.shape
     stats = {name: np.full(n_rows, np.nan) for name in STATS}
     refs = references
@@ -108,20 +123,29 @@ def summarise(
                 scores[name][rows] = column
 
     threads = DEFAULT_THREADS if threads is None else threads
-    if threads > 1 and len(starts) > 1:
-        list(_pool(threads).map(run, starts))
-    else:
-        for start in starts:
-            run(start)
-    if refs is None or scores is None:
-        return ColumnSummary(stats, None)
-    if merged.any():
-        at = np.flatnonzero(merged)
-        n_sample = drift_sample_positions(n).size
-        part = drift.scores_of_merge(ks[at], distance[at], cumulative[at], n_sample, refs.rows(at))
-        for name, column in part.items():
-            scores[name][at] = column
-    return ColumnSummary(stats, drift.finish_scores(scores))
+    parallel = threads > 1 and len(starts) > 1
+    futures = [_pool(threads).submit(run, start) for start in starts] if parallel else []
+
+    def finish() -> ColumnSummary:
+        if parallel:
+            for future in futures:
+                future.result()
+        else:
+            for start in starts:
+                run(start)
+        if refs is None or scores is None:
+            return ColumnSummary(stats, None)
+        if merged.any():
+            at = np.flatnonzero(merged)
+            n_sample = drift_sample_positions(n).size
+            part = drift.scores_of_merge(
+                ks[at], distance[at], cumulative[at], n_sample, refs.rows(at)
+            )
+            for name, column in part.items():
+                scores[name][at] = column
+        return ColumnSummary(stats, drift.finish_scores(scores))
+
+    return finish
 
 
 def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray], list]:

@@ -191,6 +191,12 @@ def collect_from_parts(
     classes = _names(class_names, n_classes, "class", "class_names")
     features = _names(feature_names, n_features, "feat", "feature_names")
     rows, n_sample = counters.rows_seen, probs.shape[0]
+    numeric = [j for j in range(n_features) if j not in categorical]
+    summary = None  # the features' stats and drift: the longest part, started first
+    if n_features and n_sample and numeric:
+        numeric_matrix = features_t if len(numeric) == n_features else features_t[numeric]
+        refs = None if reference is None else reference.numeric_rows(numeric)
+        summary = columns.start_summary(numeric_matrix, refs)
 
     out.add("rows_seen", COUNTER, rows)
     out.add("buffer_count", COUNTER, n_sample)
@@ -209,7 +215,6 @@ def collect_from_parts(
         ):
             _stat_points(out, what, pred_stats, row)
 
-    numeric = [j for j in range(n_features) if j not in categorical]
     numeric_drift: dict[str, np.ndarray] | None = None
     if n_features:
         out.add("rows_without_features", COUNTER, counters.rows_without_features)
@@ -219,14 +224,12 @@ def collect_from_parts(
             features,
             COUNTER,
         )
-        if n_sample and numeric:
-            numeric_matrix = features_t if len(numeric) == n_features else features_t[numeric]
-            refs = None if reference is None else reference.numeric_rows(numeric)
-            summary = columns.summarise(numeric_matrix, refs)
-            numeric_drift = summary.drift
+        if summary is not None:
+            summarised = summary()
+            numeric_drift = summarised.drift
             numeric_names = [features[j] for j in numeric]
             for stat in STATS:
-                out.add_per_feature("feature_value", summary.stats[stat], numeric_names, stat)
+                out.add_per_feature("feature_value", summarised.stats[stat], numeric_names, stat)
         for j in categorical:
             values, counts = counters.category_counts(j)
             total = counts.sum()

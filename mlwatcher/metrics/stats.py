@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlwatcher.metrics import kernels
+
 STATS = ("range", "mean", "std", "median", "q25", "q50", "q75", "iqr")
 
 
@@ -120,9 +122,6 @@ def column_stats(matrix: np.ndarray, series: SortedSeries) -> dict[str, np.ndarr
 
 def row_summaries(probs: np.ndarray) -> dict[str, np.ndarray]:
     """pred1 (max probability), spread12 (top1 − top2) and normalised entropy per row."""
-    n_classes = probs.shape[1]
-    top2 = np.partition(probs, n_classes - 2, axis=1)[:, n_classes - 2 :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
-    entropy = np.maximum(-plogp.sum(axis=1), 0.0) / np.log(n_classes)
-    return {"pred1": top2[:, 1], "spread12": top2[:, 1] - top2[:, 0], "entropy": entropy}
+    top, second, plogp = kernels.prediction_summaries(probs)
+    entropy = np.maximum(-plogp, 0.0) / np.log(probs.shape[1])
+    return {"pred1": top, "spread12": top - second, "entropy": entropy}

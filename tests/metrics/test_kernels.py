@@ -94,3 +94,18 @@ def test_copy_and_square_deviations(compiled: bool, n: int) -> None:
         values[1:2], means[1:2], narrow[1:2], compiled=compiled
     )
     assert exact
+
+
+@pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
+def test_prediction_summaries(compiled: bool) -> None:
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet(np.ones(7) * 0.3, size=500)
+    probs[0] = [0.4, 0.4, 0.2, 0, 0, 0, 0]  # a tie at the top: spread 0
+    probs[1] = 1 / 7  # all equal
+    probs[2] = [1, 0, 0, 0, 0, 0, 0]  # zeros: 0 log 0 = 0
+    top, second, plogp = kernels.prediction_summaries(probs, compiled=compiled)
+    ordered = np.sort(probs, axis=1)
+    np.testing.assert_array_equal(top, ordered[:, -1])
+    np.testing.assert_array_equal(second, ordered[:, -2])
+    expected = -sps.entropy(probs, axis=1)  # -Σ p log p, natural log
+    np.testing.assert_allclose(plogp, expected, rtol=1e-12, atol=1e-15)
