@@ -18,6 +18,7 @@ Every counter here is a sum over rows, so a window's counters are the sums of it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,11 +32,22 @@ N_BINS = 15
 PRIOR_ROWS = 10.0
 
 
+_BIN_EXTRAS = [{"bin": str(b)} for b in range(N_BINS)]
+
+
 class PointAdder(Protocol):
     """Where the metric functions put their points (``compute``'s collector, which drops
     non-finite values)."""
 
     def add(self, what: str, target_type: str, value: float, **props: Any) -> None: ...
+
+    def add_rows(
+        self,
+        what: str | Sequence[str],
+        target_type: str | Sequence[str],
+        values: Sequence[float] | np.ndarray,
+        **props: Any,
+    ) -> None: ...
 
 
 class LabelledCounters(Protocol):
@@ -73,24 +85,6 @@ def confidence_counts(
     return rows.astype(np.int64, copy=False), float(np.dot(confidence, confidence))
 
 
-def reliability_counts(
-    confidence: np.ndarray, bins: np.ndarray, correct: np.ndarray, rows: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per bin, over labelled rows: rows (unless given), Σ confidence, correct predictions."""
-    if rows is None:
-        rows = np.bincount(bins, minlength=N_BINS).astype(np.int64, copy=False)
-    total = np.bincount(bins, weights=confidence, minlength=N_BINS)
-    hits = np.bincount(bins[correct], minlength=N_BINS).astype(np.int64, copy=False)
-    return rows, total, hits
-
-
-def brier_sum(probs: np.ndarray, p_true: np.ndarray) -> float:
-    """``Σ_rows Σ_c (p_c − 1[y = c])²`` = ``Σ_rows (Σ_c p_c² − 2 p_y + 1)`` (labelled rows,
-    ``p_true`` = the probability of each row's label)."""
-    flat = probs.ravel()
-    return float(np.dot(flat, flat) - 2.0 * p_true.sum() + p_true.size)
-
-
 def brier_score(total: float, labelled_rows: int, n_classes: int) -> float:
     """Mean Brier score, as ``sklearn.metrics.brier_score_loss(scale_by_half="auto")``.
 
@@ -119,12 +113,16 @@ def add_points(out: PointAdder, counters: LabelledCounters) -> None:
         counters.reliability_correct,
     )
     out.add("expected_calibration_error", GAUGE, expected_calibration_error(rows, total, hits))
-    for b in range(N_BINS):
-        extra = {"bin": str(b)}
-        out.add("calibration_bin_rows", COUNTER, rows[b], extra=extra)
-        if rows[b]:
-            out.add("calibration_bin_confidence", GAUGE, total[b] / rows[b], extra=extra)
-            out.add("calibration_bin_accuracy", GAUGE, hits[b] / rows[b], extra=extra)
+    # Per bin in turn: its rows, and (if it has any: 0/0 is not finite, so dropped) its mean
+    # confidence and accuracy.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_bin = np.column_stack((rows, total / rows, hits / rows))
+    out.add_rows(
+        ["calibration_bin_rows", "calibration_bin_confidence", "calibration_bin_accuracy"] * N_BINS,
+        [COUNTER, GAUGE, GAUGE] * N_BINS,
+        per_bin,
+        extra=[extra for extra in _BIN_EXTRAS for _ in range(3)],
+    )
 
 
 @dataclass(slots=True)

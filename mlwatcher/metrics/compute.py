@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,6 +31,14 @@ class PointSink(Protocol):
 
     def add(self, what: str, target_type: str, value: float, **props: Any) -> None: ...
 
+    def add_rows(
+        self,
+        what: str | Sequence[str],
+        target_type: str | Sequence[str],
+        values: Sequence[float] | np.ndarray,
+        **props: Any,
+    ) -> None: ...
+
     def add_per_feature(
         self, what: str, values: np.ndarray, names: list[str], stat: str | None = None
     ) -> None: ...
@@ -54,6 +62,27 @@ class PointList:
         value = float(value)
         if math.isfinite(value):
             self.items.append(Point(what, target_type, value, **props))
+
+    def add_rows(
+        self,
+        what: str | Sequence[str],
+        target_type: str | Sequence[str],
+        values: Sequence[float] | np.ndarray,
+        **props: Any,
+    ) -> None:
+        """``add(what[i], target_type[i], values[i], **{k: v[i]})`` for each point ``i``; an
+        argument given once (a string, a mapping or None) holds for every point."""
+        values = np.asarray(values, dtype=np.float64).ravel()
+        count = values.size
+        whats = [what] * count if isinstance(what, str) else what
+        types = [target_type] * count if isinstance(target_type, str) else target_type
+        spread = {
+            name: [value] * count if value is None or isinstance(value, str | Mapping) else value
+            for name, value in props.items()
+        }
+        for i, value in enumerate(values.tolist()):
+            props_i = {name: v[i] for name, v in spread.items() if v[i] is not None}
+            self.add(whats[i], types[i], value, **props_i)
 
     def add_per_feature(
         self, what: str, values: np.ndarray, names: list[str], stat: str | None = None
@@ -95,6 +124,11 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(num.shape), where=den != 0)
 
 
+def _pred_class_extras(classes: list[str]) -> list[Mapping[str, str] | None]:
+    """The ``pred_class`` property of a confusion-matrix row's points, one per column."""
+    return [{"pred_class": name} for name in classes]
+
+
 def _label_points(out: PointSink, counters: ExactCounters, classes: list[str]) -> None:
     confusion = counters.confusion.astype(np.float64)
     total = confusion.sum()
@@ -112,19 +146,20 @@ def _label_points(out: PointSink, counters: ExactCounters, classes: list[str]) -
         "recall": _divide(tp, tp + fn),
         "f1": _divide(2 * tp, 2 * tp + fp + fn),
     }
-    for i, name in enumerate(classes):
-        out.add("label_count", COUNTER, support[i], class_name=name)
-        out.add("label_freq", GAUGE, support[i] / total, class_name=name)
-        for what, values in per_class.items():
-            out.add(what, GAUGE, values[i], class_name=name)
-        for j, pred_name in enumerate(classes):
-            out.add(
-                "confusion_count",
-                COUNTER,
-                confusion[i, j],
-                class_name=name,
-                extra={"pred_class": pred_name},
-            )
+    # Per class in turn: its count and share, its four scores, its row of the confusion matrix.
+    n_classes = len(classes)
+    block = 6 + n_classes
+    per_class_values = np.column_stack((support, support / total, *per_class.values(), confusion))
+    whats = ["label_count", "label_freq", *per_class, *["confusion_count"] * n_classes]
+    types = [COUNTER, GAUGE, GAUGE, GAUGE, GAUGE, GAUGE, *[COUNTER] * n_classes]
+    extras = [None] * 6 + _pred_class_extras(classes)
+    out.add_rows(
+        whats * n_classes,
+        types * n_classes,
+        per_class_values,
+        class_name=[name for name in classes for _ in range(block)],
+        extra=extras * n_classes,
+    )
     out.add("overall_accuracy", GAUGE, tp.sum() / total)
     micro_p = tp.sum() / (tp.sum() + fp.sum()) if (tp.sum() + fp.sum()) else 0.0
     micro_r = tp.sum() / (tp.sum() + fn.sum()) if (tp.sum() + fn.sum()) else 0.0
@@ -159,8 +194,7 @@ def label_points(counters: ExactCounters, class_names: Sequence[str] | None = No
 def _stat_points(
     out: PointSink, what: str, stats: dict[str, np.ndarray], row: int, **props: Any
 ) -> None:
-    for stat in STATS:
-        out.add(what, GAUGE, stats[stat][row], stat=stat, **props)
+    out.add_rows(what, GAUGE, [stats[stat][row] for stat in STATS], stat=list(STATS), **props)
 
 
 def _drift_points(out: PointSink, what: str, values: dict[str, float], **props: Any) -> None:
@@ -200,10 +234,16 @@ def collect_from_parts(
 
     out.add("rows_seen", COUNTER, rows)
     out.add("buffer_count", COUNTER, n_sample)
-    for i, name in enumerate(classes):
-        out.add("prediction_count", COUNTER, counters.pred_counts[i], class_name=name)
-        if rows:
-            out.add("prediction_freq", GAUGE, counters.pred_counts[i] / rows, class_name=name)
+    counts = counters.pred_counts.astype(np.float64)
+    if rows:  # per class in turn: its count and its share
+        out.add_rows(
+            ["prediction_count", "prediction_freq"] * len(classes),
+            [COUNTER, GAUGE] * len(classes),
+            np.column_stack((counts, counts / rows)),
+            class_name=[name for name in classes for _ in range(2)],
+        )
+    else:
+        out.add_rows("prediction_count", COUNTER, counts, class_name=classes)
 
     summaries: dict[str, np.ndarray] = {}
     if n_sample:

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from mlwatcher.metrics import calibration
+from mlwatcher.metrics import kernels
 from mlwatcher.metrics.calibration import N_BINS
-
-# Probabilities are clipped like scikit-learn's log_loss so one confident mistake stays finite.
-_EPS = float(np.finfo(np.float64).eps)
-
-
-@lru_cache(maxsize=32)
-def _identity(n: int) -> np.ndarray:
-    """The n x n identity (read-only; its rows are the one-hot predictions)."""
-    eye = np.eye(n)
-    eye.flags.writeable = False
-    return eye
-
 
 #: the calibration and estimation counters, serialised under their own names
 _SUMMED_ARRAYS = (
@@ -143,57 +130,23 @@ class ExactCounters:
     ) -> ExactCounters:
         """Counters of one batch (``features`` row-major ``(n, n_features)`` or None)."""
         n_rows, n_classes = probs.shape
-        row_starts = np.arange(0, n_rows * n_classes, n_classes)  # of each row in probs.ravel()
-        confidence = probs.ravel().take(row_starts + predicted)  # p of the predicted class
-        bins = calibration.confidence_bins(confidence)
-        confidence_rows, confidence_sq_sum = calibration.confidence_counts(
-            confidence, bins, predicted, n_classes
-        )
+        counts = kernels.batch_counts(probs, predicted, labels, N_BINS)
         out = cls(
             n_classes=n_classes,
             n_features=n_features,
             rows_seen=n_rows,
-            pred_counts=np.bincount(predicted, minlength=n_classes).astype(np.int64, copy=False),
-            # Σ of the probability rows per predicted class: one small matrix product with
-            # the one-hot predictions (the fastest grouped sum numpy offers here; np.add.at
-            # and sort + reduceat are slower)
-            expected_confusion=probs.T @ _identity(n_classes).take(predicted, axis=0),
-            confidence_rows=confidence_rows,
-            confidence_sq_sum=confidence_sq_sum,
+            pred_counts=counts.pred_counts,
+            expected_confusion=counts.expected_confusion,
+            confidence_rows=counts.confidence_rows,
+            confidence_sq_sum=counts.confidence_sq_sum,
         )
         if labels is not None:
-            has = labels >= 0
-            if not has.all():
-                labelled, pred, lab_probs = labels[has], predicted[has], probs[has]
-                lab_confidence, lab_bins = confidence[has], bins[has]
-            else:
-                labelled, pred, lab_probs = labels, predicted, probs
-                lab_confidence, lab_bins = confidence, bins
-            out.confusion = (
-                np.bincount(labelled * n_classes + pred, minlength=n_classes * n_classes)
-                .reshape(n_classes, n_classes)
-                .astype(np.int64, copy=False)
-            )
-            p_true = (  # p of the true class
-                lab_probs.ravel().take(row_starts + labelled)
-                if labelled is labels
-                else calibration.confidence_of(lab_probs, labelled)
-            )
-            # np.maximum/np.minimum: np.clip's overhead is larger than the work here
-            clipped = np.minimum(np.maximum(p_true, _EPS), 1 - _EPS)
-            out.log_loss_sum = float(-np.log(clipped).sum())
-            out.brier_sum = calibration.brier_sum(lab_probs, p_true)
-            (
-                out.reliability_rows,
-                out.reliability_confidence_sum,
-                out.reliability_correct,
-            ) = calibration.reliability_counts(
-                lab_confidence,
-                lab_bins,
-                pred == labelled,
-                # every row labelled: the rows per bin are the per-class counts, summed
-                rows=out.confidence_rows.sum(axis=0) if labelled is labels else None,
-            )
+            out.confusion = counts.confusion
+            out.log_loss_sum = counts.log_loss_sum
+            out.brier_sum = counts.brier_sum
+            out.reliability_rows = counts.reliability_rows
+            out.reliability_confidence_sum = counts.reliability_confidence_sum
+            out.reliability_correct = counts.reliability_correct
         if n_features:
             if features is None:
                 out.rows_without_features = n_rows

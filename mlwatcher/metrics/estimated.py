@@ -95,6 +95,9 @@ def expected_confusion(
     return confusion, max(variance, 0.0)
 
 
+_SCORES = ("accuracy", "precision", "recall", "f1")
+
+
 def accuracy_stderr(accuracy: float, rows: int) -> float:
     """Binomial standard error of a realised accuracy: ``√(acc (1 − acc) / N)``."""
     return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / rows)
@@ -118,17 +121,19 @@ def add_points(
     values = scores(confusion)
     out.add(PREFIX + "overall_accuracy", GAUGE, values["overall_accuracy"])
     out.add(PREFIX + "overall_accuracy_stderr", GAUGE, math.sqrt(variance) / rows)
-    for i, name in enumerate(classes):
-        for what in ("accuracy", "precision", "recall", "f1"):
-            out.add(PREFIX + what, GAUGE, values[what][i], class_name=name)  # type: ignore[index]
-        for j, pred_name in enumerate(classes):
-            out.add(
-                PREFIX + "confusion_count",
-                GAUGE,
-                confusion[i, j],
-                class_name=name,
-                extra={"pred_class": pred_name},
-            )
+    # Per class in turn: its four scores, then its row of the expected confusion matrix.
+    n_classes = len(classes)
+    scores_of = [values[what] for what in _SCORES]
+    block_whats = [PREFIX + what for what in _SCORES] + [PREFIX + "confusion_count"] * n_classes
+    block_extras: list[dict[str, str] | None] = [None] * len(_SCORES)
+    block_extras += [{"pred_class": name} for name in classes]
+    out.add_rows(
+        block_whats * n_classes,
+        GAUGE,
+        np.column_stack((*scores_of, confusion)),
+        class_name=[name for name in classes for _ in range(len(block_whats))],
+        extra=block_extras * n_classes,
+    )
     for what in ("precision", "recall", "f1"):
         for average in ("macro", "micro", "weighted"):
             out.add(PREFIX + what, GAUGE, values[f"{what}_{average}"], extra={"average": average})

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mlwatcher.metrics import kernels
 from mlwatcher.validation import (
     MetricInputError,
     check_categorical_values,
@@ -35,9 +36,7 @@ def as_probabilities(predict_proba: Any, n_classes: int | None = None) -> np.nda
 
 def predicted_classes(probs: np.ndarray, threshold: float) -> np.ndarray:
     """Predicted class per row: binary ``p[1] > threshold``, otherwise argmax (first on ties)."""
-    if probs.shape[1] == 2:
-        return (probs[:, 1] > threshold).astype(np.int64)
-    return np.argmax(probs, axis=1).astype(np.int64)
+    return kernels.predicted_classes(probs, threshold)
 
 
 def normalise_labels(labels: Any, n_rows: int, n_classes: int) -> np.ndarray | None:

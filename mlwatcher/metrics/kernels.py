@@ -23,7 +23,7 @@ import importlib.util
 import os
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -307,3 +307,298 @@ def prediction_summaries(
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
     return top2[:, 1].copy(), top2[:, 0].copy(), terms.sum(axis=1)
+
+
+class BatchCounts(NamedTuple):
+    """The probability and label counters of one batch (see ``ExactCounters.from_batch``)."""
+
+    pred_counts: np.ndarray  # (C,) rows per predicted class
+    expected_confusion: np.ndarray  # (C, C): [i, j] = Σ p_i over the rows predicted j
+    confidence_rows: np.ndarray  # (C, N_BINS): rows per predicted class and confidence bin
+    confidence_sq_sum: float  # Σ confidence²
+    # Over the labelled rows (zeros without labels):
+    confusion: np.ndarray  # (C, C): [label, predicted]
+    log_loss_sum: float  # Σ -log(clip(p_label, eps, 1 - eps))
+    brier_sum: float  # Σ Σ_c (p_c - 1[label = c])²
+    reliability_rows: np.ndarray  # (N_BINS,) labelled rows per confidence bin
+    reliability_confidence_sum: np.ndarray  # (N_BINS,) Σ confidence per bin
+    reliability_correct: np.ndarray  # (N_BINS,) correct predictions per bin
+
+
+def _batch_counts_loop(
+    probs: np.ndarray,
+    predicted: np.ndarray,
+    labels: np.ndarray,
+    n_bins: int,
+    eps: float,
+    counts: np.ndarray,
+    expected: np.ndarray,
+    confidence_rows: np.ndarray,
+    confusion: np.ndarray,
+    reliability: np.ndarray,
+    reliability_sum: np.ndarray,
+    sums: np.ndarray,
+) -> None:
+    # counts: (C,) predicted; confusion: (C, C); reliability: (2, n_bins) rows and correct;
+    # sums: confidence², log loss, Σ p² of labelled rows, Σ p_label, labelled rows.
+    n_rows, n_classes = probs.shape
+    labelled = labels.size > 0
+    confidence_squares = log_loss = label_squares = label_p = label_rows = 0.0
+    for r in range(n_rows):
+        j = predicted[r]
+        row = probs[r]
+        confidence = row[j]
+        b = min(int(confidence * n_bins), n_bins - 1)
+        counts[j] += 1
+        confidence_rows[j, b] += 1
+        confidence_squares += confidence * confidence
+        for i in range(n_classes):
+            expected[j, i] += row[i]  # transposed below: rows of ``expected`` stay contiguous
+        if labelled and labels[r] >= 0:
+            y = labels[r]
+            p_true = row[y]
+            confusion[y, j] += 1
+            log_loss -= np.log(min(max(p_true, eps), 1.0 - eps))
+            squares = 0.0
+            for i in range(n_classes):
+                squares += row[i] * row[i]
+            label_squares += squares
+            label_p += p_true
+            label_rows += 1.0
+            reliability[0, b] += 1
+            reliability[1, b] += y == j
+            reliability_sum[b] += confidence
+    sums[0], sums[1], sums[2], sums[3], sums[4] = (
+        confidence_squares,
+        log_loss,
+        label_squares,
+        label_p,
+        label_rows,
+    )
+
+
+_batch_counts_compiled = _compiled(_batch_counts_loop)
+
+
+def batch_counts(
+    probs: np.ndarray,
+    predicted: np.ndarray,
+    labels: np.ndarray | None,
+    n_bins: int,
+    *,
+    compiled: bool | None = None,
+) -> BatchCounts:
+    """:class:`BatchCounts` of validated ``probs`` ``(n, C)``, their predicted classes and
+    labels (``-1``: none; None: no labels); confidence bin ``min(floor(n_bins p), n_bins - 1)``.
+    ``compiled``: as for :func:`copy_and_square_deviations`."""
+    if not _use_compiled(compiled):
+        return _batch_counts_numpy(probs, predicted, labels, n_bins)
+    n_classes = probs.shape[1]
+    counts = np.zeros(n_classes, np.int64)
+    expected = np.zeros((n_classes, n_classes))
+    confidence_rows = np.zeros((n_classes, n_bins), np.int64)
+    confusion = np.zeros((n_classes, n_classes), np.int64)
+    reliability = np.zeros((2, n_bins), np.int64)
+    reliability_sum = np.zeros(n_bins)
+    sums = np.zeros(5)
+    _batch_counts_compiled(
+        probs,
+        predicted,
+        _NO_LABELS if labels is None else labels,
+        n_bins,
+        LOG_LOSS_EPS,
+        counts,
+        expected,
+        confidence_rows,
+        confusion,
+        reliability,
+        reliability_sum,
+        sums,
+    )
+    return BatchCounts(
+        counts,
+        expected.T.copy(),
+        confidence_rows,
+        float(sums[0]),
+        confusion,
+        float(sums[1]),
+        float(sums[2] - 2.0 * sums[3] + sums[4]),
+        reliability[0].copy(),
+        reliability_sum,
+        reliability[1].copy(),
+    )
+
+
+# Probabilities are clipped like scikit-learn's log_loss so one confident mistake stays finite.
+LOG_LOSS_EPS = float(np.finfo(np.float64).eps)
+_NO_LABELS = np.empty(0, np.int64)
+
+
+@lru_cache(maxsize=32)
+def _identity(n: int) -> np.ndarray:
+    """The n x n identity (read-only; its rows are the one-hot predictions)."""
+    eye = np.eye(n)
+    eye.flags.writeable = False
+    return eye
+
+
+def _batch_counts_numpy(
+    probs: np.ndarray, predicted: np.ndarray, labels: np.ndarray | None, n_bins: int
+) -> BatchCounts:
+    """The NumPy twin of the compiled loop of :func:`batch_counts`."""
+    n_rows, n_classes = probs.shape
+    row_starts = np.arange(0, n_rows * n_classes, n_classes)  # of each row in probs.ravel()
+    confidence = probs.ravel().take(row_starts + predicted)  # p of the predicted class
+    bins = np.minimum((confidence * n_bins).astype(np.intp), n_bins - 1)
+    per_class_bin = np.bincount(predicted * n_bins + bins, minlength=n_classes * n_bins)
+    confidence_rows = per_class_bin.reshape(n_classes, n_bins).astype(np.int64, copy=False)
+    # Σ of the probability rows per predicted class: one small matrix product with the
+    # one-hot predictions (the fastest grouped sum numpy offers here)
+    expected = probs.T @ _identity(n_classes).take(predicted, axis=0)
+    pred_counts = np.bincount(predicted, minlength=n_classes).astype(np.int64, copy=False)
+    head = (pred_counts, expected, confidence_rows, float(np.dot(confidence, confidence)))
+    has = np.zeros(n_rows, bool) if labels is None else labels >= 0
+    labelled, pred = (labels[has], predicted[has]) if labels is not None else (pred_counts[:0],) * 2
+    lab_probs, lab_confidence, lab_bins = probs[has], confidence[has], bins[has]
+    confusion = np.bincount(labelled * n_classes + pred, minlength=n_classes * n_classes)
+    p_true = lab_probs.ravel().take(np.arange(0, labelled.size * n_classes, n_classes) + labelled)
+    # np.maximum/np.minimum: np.clip's overhead is larger than the work here
+    clipped = np.minimum(np.maximum(p_true, LOG_LOSS_EPS), 1 - LOG_LOSS_EPS)
+    flat = lab_probs.ravel()
+    return BatchCounts(
+        *head,
+        confusion.reshape(n_classes, n_classes).astype(np.int64, copy=False),
+        float(-np.log(clipped).sum()),
+        # Σ_rows Σ_c (p_c − 1[y = c])² = Σ_rows (Σ_c p_c² − 2 p_y + 1)
+        float(np.dot(flat, flat) - 2.0 * p_true.sum() + p_true.size),
+        np.bincount(lab_bins, minlength=n_bins).astype(np.int64, copy=False),
+        np.bincount(lab_bins, weights=lab_confidence, minlength=n_bins),
+        np.bincount(lab_bins[pred == labelled], minlength=n_bins).astype(np.int64, copy=False),
+    )
+
+
+def _predicted_classes_loop(probs: np.ndarray, threshold: float, out: np.ndarray) -> None:
+    n_rows, n_classes = probs.shape
+    for r in range(n_rows):
+        if n_classes == 2:
+            out[r] = probs[r, 1] > threshold
+            continue
+        best, best_p = 0, probs[r, 0]
+        for c in range(1, n_classes):
+            if probs[r, c] > best_p:  # the first of equal maxima, as np.argmax
+                best, best_p = c, probs[r, c]
+        out[r] = best
+
+
+_predicted_classes_compiled = _compiled(_predicted_classes_loop)
+
+
+def predicted_classes(
+    probs: np.ndarray, threshold: float, *, compiled: bool | None = None
+) -> np.ndarray:
+    """Predicted class per row of validated ``probs``: binary ``p[1] > threshold``, else the
+    argmax (the first on ties). ``compiled``: as for :func:`copy_and_square_deviations`."""
+    if _use_compiled(compiled):
+        out = np.empty(probs.shape[0], np.int64)
+        _predicted_classes_compiled(probs, float(threshold), out)
+        return out
+    if probs.shape[1] == 2:
+        return (probs[:, 1] > threshold).astype(np.int64)
+    return np.argmax(probs, axis=1).astype(np.int64)
+
+
+def _replacement_slots_loop(
+    uniforms: np.ndarray,
+    rows_seen_before: int,
+    n_fill: int,
+    capacity: int,
+    slots: np.ndarray,
+    rows: np.ndarray,
+    out_slots: np.ndarray,
+    out_rows: np.ndarray,
+) -> int:
+    # The fill rows first, then every later row t that draws a slot; a stable sort by slot
+    # puts the rows of one slot in stream order, and the last of each run wins.
+    k = 0
+    for t in range(n_fill):
+        slots[k], rows[k] = rows_seen_before + t, t
+        k += 1
+    first = rows_seen_before + n_fill
+    for t in range(uniforms.size):
+        scaled = uniforms[t] * float(first + t + 1)
+        if scaled < capacity:
+            slots[k], rows[k] = int(scaled), n_fill + t
+            k += 1
+    order = np.argsort(slots[:k], kind="mergesort")
+    kept = 0
+    for i in range(k):
+        if i + 1 < k and slots[order[i + 1]] == slots[order[i]]:
+            continue
+        out_slots[kept], out_rows[kept] = slots[order[i]], rows[order[i]]
+        kept += 1
+    return kept
+
+
+_replacement_slots_compiled = _compiled(_replacement_slots_loop)
+
+
+def replacement_slots(
+    uniforms: np.ndarray, rows_seen_before: int, n_fill: int, capacity: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reservoir slots a batch writes and the batch rows written there, by increasing
+    slot: its first ``n_fill`` rows fill the slots after ``rows_seen_before``; each later row
+    ``t`` (stream row ``first + t``, ``first = rows_seen_before + n_fill``) replaces slot
+    ``floor(uniforms[t] (first + t + 1))`` if that is below ``capacity``; the last row
+    written to a slot wins. Compiled only: ``reservoir.choose_slots`` is the NumPy twin."""
+    size = n_fill + uniforms.size
+    slots, rows = np.empty(size, np.int64), np.empty(size, np.int64)
+    out_slots, out_rows = np.empty(size, np.int64), np.empty(size, np.int64)
+    kept = _replacement_slots_compiled(
+        uniforms, rows_seen_before, n_fill, capacity, slots, rows, out_slots, out_rows
+    )
+    return out_slots[:kept], out_rows[:kept]
+
+
+def _scatter_rows_loop(
+    slots: np.ndarray,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    features: np.ndarray,
+    into_probs: np.ndarray,
+    into_labels: np.ndarray,
+    into_features: np.ndarray,
+) -> None:
+    n_classes, n_features = probs.shape[1], features.shape[1]
+    for i in range(slots.size):
+        slot = slots[i]
+        for c in range(n_classes):
+            into_probs[slot, c] = probs[i, c]
+        into_labels[slot] = labels[i]
+        for f in range(n_features):
+            into_features[f, slot] = features[i, f]
+
+
+_scatter_rows_compiled = _compiled(_scatter_rows_loop)
+
+
+def scatter_rows(
+    slots: np.ndarray,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    features: np.ndarray,
+    into: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    compiled: bool | None = None,
+) -> None:
+    """Write row ``i`` (``probs``, ``labels``, row-major ``features`` ``(k, F)``) at slot
+    ``slots[i]`` of ``into`` = (probs ``(n, C)``, labels ``(n,)``, column-major features
+    ``(F, n)``). ``compiled``: as for :func:`copy_and_square_deviations`."""
+    into_probs, into_labels, into_features = into
+    if _use_compiled(compiled):
+        _scatter_rows_compiled(
+            slots, probs, labels, features, into_probs, into_labels, into_features
+        )
+        return
+    into_probs[slots] = probs
+    into_labels[slots] = labels
+    into_features[:, slots] = features.T

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlwatcher.metrics import kernels
+
 
 def _read_only(array: np.ndarray) -> np.ndarray:
     view = array.view()
@@ -37,10 +39,16 @@ class Sample:
 
 
 def choose_slots(
-    rows_seen_before: int, n_rows: int, capacity: int, rng: np.random.Generator
+    rows_seen_before: int,
+    n_rows: int,
+    capacity: int,
+    rng: np.random.Generator,
+    *,
+    compiled: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(slot, batch row index) pairs of the rows of a batch that end up in the reservoir,
-    in increasing slot order."""
+    in increasing slot order. ``compiled``: :func:`kernels.replacement_slots` (the default
+    with numba) or the NumPy code below; the same slots from the same draws."""
     n_fill = max(0, min(n_rows, capacity - rows_seen_before))
     if n_fill == n_rows:
         fill_slots = np.arange(rows_seen_before, rows_seen_before + n_fill, dtype=np.int64)
@@ -49,6 +57,9 @@ def choose_slots(
     # uniform in [0, 1): j is uniform on [0, t] up to 2**-53 (u has 53 random bits), and one
     # draw of n floats costs a seventh of rng.integers with n different bounds.
     first = rows_seen_before + n_fill
+    if compiled if compiled is not None else kernels.ENABLED:
+        uniforms = rng.random(n_rows - n_fill)
+        return kernels.replacement_slots(uniforms, rows_seen_before, n_fill, capacity)
     scaled = rng.random(n_rows - n_fill)
     scaled *= np.arange(first + 1, rows_seen_before + n_rows + 1, dtype=np.float64)
     kept = np.flatnonzero(scaled < capacity)
@@ -113,6 +124,11 @@ class Reservoir:
         top = int(slots.max()) + 1
         self._grow(top)
         self.size = max(self.size, top)
+        if labels is not None and features is not None and self.n_features:
+            kernels.scatter_rows(
+                slots, probs, labels, features, (self.probs, self.labels, self.features)
+            )
+            return
         self.probs[slots] = probs
         self.labels[slots] = -1 if labels is None else labels
         if self.n_features:

@@ -169,6 +169,21 @@ def concat(parts: Iterable[PointColumns]) -> PointColumns:
     )
 
 
+def _target_type_code(target_type: str) -> int:
+    if target_type not in TARGET_TYPES:
+        raise ValueError(f"target_type: expected 'gauge' or 'counter', got {target_type!r}")
+    return TARGET_TYPES.index(target_type)
+
+
+def _per_point(given: Any, count: int, single: type) -> Sequence[Any]:
+    """``given`` as one entry per point: a sequence as it is, one value (or None) repeated."""
+    if given is None or isinstance(given, single):
+        return [given] * count
+    if len(given) != count:
+        raise ValueError(f"expected one entry per point ({count}), got {len(given)}")
+    return given  # type: ignore[no-any-return]
+
+
 class PointColumnsBuilder:
     """Collects a window's points straight into columns, dropping every non-finite value.
 
@@ -219,16 +234,72 @@ class PointColumnsBuilder:
         value = float(value)
         if not math.isfinite(value):
             return
-        if target_type not in TARGET_TYPES:
-            raise ValueError(f"target_type: expected 'gauge' or 'counter', got {target_type!r}")
+        code = _target_type_code(target_type)
         pending = self._pending
         pending["what"].append(self._ref(what))
         pending["class_name"].append(self._ref(class_name))
         pending["feat_name"].append(self._ref(feat_name))
         pending["stat"].append(self._ref(stat))
         pending["extra"].append(self._extra_ref(extra or {}))
-        pending["target_type"].append(TARGET_TYPES.index(target_type))
+        pending["target_type"].append(code)
         pending["value"].append(value)
+
+    def add_rows(
+        self,
+        what: str | Sequence[str],
+        target_type: str | Sequence[str],
+        values: Sequence[float] | np.ndarray,
+        class_name: str | Sequence[str | None] | None = None,
+        feat_name: str | Sequence[str | None] | None = None,
+        stat: str | Sequence[str | None] | None = None,
+        extra: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+    ) -> None:
+        """``add(what[i], target_type[i], values[i], class_name[i], ...)`` for each ``i`` in
+        turn; an argument given once (a string, a mapping or None) holds for every point.
+
+        The same columns and string numbering as the ``add`` calls, without their per-point
+        overhead: a constant field's string is numbered at the first point kept, and only the
+        varying fields are looked up per point.
+        """
+        values = np.asarray(values, dtype=_VALUE).ravel()
+        count = values.size
+        fields = [what, class_name, feat_name, stat]
+        if isinstance(target_type, str):
+            types = np.full(count, _target_type_code(target_type), np.uint8)
+        else:
+            types = np.array([_target_type_code(t) for t in target_type], np.uint8)
+        keep = np.flatnonzero(np.isfinite(values)).tolist()
+        if not keep:
+            return
+        extras = _per_point(extra, count, Mapping)
+        columns = [_per_point(field, count, str) for field in fields]
+        first = keep[0]
+        refs = [self._ref(column[first]) for column in columns]
+        refs.append(self._extra_ref(extras[first] or {}))
+        varying = [c for c, f in enumerate(fields) if not (f is None or isinstance(f, str))]
+        out = {k: [refs[k]] for k in range(5)}
+        extra_refs: dict[int, int] = {}
+        extra_varies = not (extra is None or isinstance(extra, Mapping))
+        for i in keep[1:]:
+            for k in varying:
+                out[k].append(self._ref(columns[k][i]))
+            if extra_varies:
+                mapping = extras[i]
+                found = extra_refs.get(id(mapping))
+                if found is None:
+                    found = extra_refs[id(mapping)] = self._extra_ref(mapping or {})
+                out[4].append(found)
+        kept = len(keep)
+        self._flush()
+        chunk = {
+            name: np.asarray(out[k], _INDEX) if len(out[k]) == kept else np.full(kept, refs[k])
+            for k, name in enumerate(("what", "class_name", "feat_name", "stat", "extra"))
+        }
+        chunk["target_type"] = types[keep]
+        chunk["value"] = values[keep]
+        self._chunks.append(
+            {name: chunk[name] for name in (*_INDEX_COLUMNS, "target_type", "value")}
+        )
 
     def add_per_feature(
         self, what: str, values: np.ndarray, names: Sequence[str], stat: str | None = None

@@ -109,3 +109,84 @@ def test_prediction_summaries(compiled: bool) -> None:
     np.testing.assert_array_equal(second, ordered[:, -2])
     expected = -sps.entropy(probs, axis=1)  # -Σ p log p, natural log
     np.testing.assert_allclose(plogp, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 10])
+@pytest.mark.parametrize("labels", ["all", "some", "none", "absent"])
+def test_batch_counts_equal_their_definitions(n_classes: int, labels: str) -> None:
+    # Each counter against its definition written out row by row, for both implementations.
+    rng = np.random.default_rng(n_classes)
+    probs = rng.dirichlet(np.ones(n_classes) * 0.4, size=300)
+    probs[0] = 1 / n_classes  # ties: the first class (argmax), or not above the threshold
+    probs[1, :] = 0.0
+    probs[1, -1] = 1.0  # confidence 1.0: the last bin
+    label_vec = {
+        "all": rng.integers(0, n_classes, 300),
+        "some": np.where(rng.random(300) < 0.5, rng.integers(0, n_classes, 300), -1),
+        "none": np.full(300, -1),
+        "absent": None,
+    }[labels]
+    results = []
+    for compiled in (True, False):
+        predicted = kernels.predicted_classes(probs, 0.5, compiled=compiled)
+        expected_pred = (
+            (probs[:, 1] > 0.5).astype(int) if n_classes == 2 else np.argmax(probs, axis=1)
+        )
+        np.testing.assert_array_equal(predicted, expected_pred)
+        results.append(kernels.batch_counts(probs, predicted, label_vec, 15, compiled=compiled))
+    predicted = expected_pred
+    confidence = probs[np.arange(300), predicted]
+    bins = np.minimum(np.floor(confidence * 15).astype(int), 14)
+    for got in results:
+        np.testing.assert_array_equal(got.pred_counts, np.bincount(predicted, minlength=n_classes))
+        for j in range(n_classes):
+            np.testing.assert_allclose(got.expected_confusion[:, j], probs[predicted == j].sum(0))
+            for b in range(15):
+                assert got.confidence_rows[j, b] == np.sum((predicted == j) & (bins == b))
+        assert got.confidence_sq_sum == pytest.approx(np.sum(confidence**2), rel=1e-12)
+        has = np.zeros(300, bool) if label_vec is None else label_vec >= 0
+        y = np.zeros(0, int) if label_vec is None else label_vec[has]
+        p_true = probs[has][np.arange(y.size), y]
+        onehot = np.eye(n_classes)[y]
+        confusion = np.zeros((n_classes, n_classes), int)
+        np.add.at(confusion, (y, predicted[has]), 1)
+        np.testing.assert_array_equal(got.confusion, confusion)
+        eps = np.finfo(float).eps
+        log_loss = -np.log(np.clip(p_true, eps, 1 - eps)).sum()
+        assert got.log_loss_sum == pytest.approx(log_loss, rel=1e-12, abs=1e-12)
+        brier = ((probs[has] - onehot) ** 2).sum()
+        assert got.brier_sum == pytest.approx(brier, rel=1e-12, abs=1e-9)
+        for b in range(15):
+            in_bin = bins[has] == b
+            assert got.reliability_rows[b] == in_bin.sum()
+            assert got.reliability_confidence_sum[b] == pytest.approx(confidence[has][in_bin].sum())
+            assert got.reliability_correct[b] == np.sum(in_bin & (predicted[has] == y))
+
+
+def test_replacement_slots_equal_the_numpy_reservoir_step() -> None:
+    # The same draws give the same (slot, row) pairs: a seeded window samples the same rows
+    # with or without numba. Fill only, fill then replacement, replacement only, collisions
+    # (a small capacity: many rows draw one slot, the last one wins).
+    from mlwatcher.metrics.reservoir import choose_slots
+
+    cases = [(0, 500, 1000), (800, 500, 1000), (5000, 500, 1000), (10**6, 500, 10_000)]
+    cases += [(0, 50, 10), (3, 500, 5), (7, 1, 8), (10, 1, 8)]
+    for seen, rows, capacity in cases:
+        fast = choose_slots(seen, rows, capacity, np.random.default_rng(seen), compiled=True)
+        twin = choose_slots(seen, rows, capacity, np.random.default_rng(seen), compiled=False)
+        for a, b in zip(fast, twin, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert np.all(np.diff(fast[0]) > 0)  # increasing, distinct slots
+
+
+@pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
+def test_scatter_rows(compiled: bool) -> None:
+    rng = np.random.default_rng(9)
+    into = (np.zeros((12, 3)), np.full(12, -1), np.full((4, 12), np.nan))
+    slots = np.array([0, 5, 11])
+    probs, labels, features = rng.random((3, 3)), np.array([2, 0, 1]), rng.random((3, 4))
+    kernels.scatter_rows(slots, probs, labels, features, into, compiled=compiled)
+    np.testing.assert_array_equal(into[0][slots], probs)
+    np.testing.assert_array_equal(into[1][slots], labels)
+    np.testing.assert_array_equal(into[2][:, slots], features.T)
+    assert np.isnan(into[2][:, 1]).all() and into[1][1] == -1  # other slots untouched

@@ -148,3 +148,34 @@ def test_builder_interleaves_per_feature_series_as_point_by_point() -> None:
             if np.isfinite(values[k])
         ]
         assert builder.build().same_as(PointColumns.from_points(expected))
+
+
+@pytest.mark.parametrize("first_finite", [True, False])
+def test_builder_add_rows_equals_one_add_per_point(first_finite: bool) -> None:
+    # Mixed constant and varying fields, shared and distinct extras, a non-finite first
+    # point (its strings must not be numbered) and one in the middle.
+    extras = [{"pred_class": "p0"}, None, {"pred_class": "p1"}, {"pred_class": "p0"}]
+    calls = dict(
+        what=["label_count", "accuracy", "confusion_count", "confusion_count"],
+        target_type=["counter", "gauge", "counter", "counter"],
+        values=[1.0 if first_finite else np.nan, 0.5, np.inf, 2.0],
+        class_name=["c0", "c1", "c2", "c1"],
+        stat="s",
+        extra=extras,
+    )
+    one_by_one, rows = PointColumnsBuilder(), PointColumnsBuilder()
+    for builder in (one_by_one, rows):
+        builder.add("rows_seen", "counter", 3.0, class_name="c1")
+    for i in range(4):
+        one_by_one.add(
+            calls["what"][i],  # type: ignore[index]
+            calls["target_type"][i],  # type: ignore[index]
+            calls["values"][i],  # type: ignore[index]
+            class_name=calls["class_name"][i],  # type: ignore[index]
+            stat="s",
+            extra=extras[i],
+        )
+    rows.add_rows(**calls)  # type: ignore[arg-type]
+    assert rows.build().same_as(one_by_one.build())
+    with pytest.raises(ValueError, match="one entry per point"):
+        PointColumnsBuilder().add_rows("x", "gauge", [1.0, 2.0], class_name=["a"])
