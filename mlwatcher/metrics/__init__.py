@@ -3,7 +3,7 @@
 from mlwatcher.metrics.compute import compute_metrics
 from mlwatcher.metrics.inputs import MetricInputError
 from mlwatcher.metrics.reference import ReferenceProfile
-from mlwatcher.metrics.state import StateDelta, WindowState
+from mlwatcher.metrics.state import StateDelta, WindowState, warm_up
 from mlwatcher.point import Point
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "StateDelta",
     "WindowState",
     "compute_metrics",
+    "warm_up",
 ]

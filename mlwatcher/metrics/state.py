@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -329,3 +330,20 @@ class WindowState:
             arrays["features"].T if state.n_features else None,
         )
         return state
+
+
+def warm_up() -> float:
+    """Run a tiny window through update and close, so that the compiled loops of
+    :mod:`mlwatcher.metrics.kernels` are compiled (or loaded from numba's cache) for every
+    type the engine passes them, before a worker's first batch. Returns the seconds spent."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    for dtype in (np.float64, np.float32):  # float32-valued features take a narrower copy
+        states = [WindowState(3, 100, 2, seed=0) for _ in range(2)]
+        for state in states:
+            for _ in range(3):
+                features = rng.random((50, 2)).astype(dtype).astype(np.float64)
+                state.update(rng.dirichlet(np.ones(3), 50), rng.integers(-1, 3, 50), features)
+        states[0].metric_columns()
+        states[0].metric_columns(reference=ReferenceProfile.from_window(states[1]))
+    return time.perf_counter() - start
