@@ -20,7 +20,8 @@ IMPLEMENTATIONS = [pytest.param(True, id="compiled"), pytest.param(False, id="nu
 
 def test_numba_is_used_by_default() -> None:
     # The figures in the README are of the compiled loops: a worker install must get them.
-    assert kernels.ENABLED == (os.environ.get("MLWATCHER_NUMBA", "1") != "0")
+    wanted = os.environ.get("MLWATCHER_NUMBA", "1") != "0"
+    assert kernels.ENABLED is wanted
 
 
 def _samples(kind: str, rows: int, n: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
