@@ -112,14 +112,13 @@ def start_summary(
             stats[name][rows] = column
         if refs is None or scores is None:
             return
-        block_refs = refs.rows(rows)
-        if isinstance(samples, np.ndarray) and samples.shape[1] and block_refs.stacked.all():
+        if isinstance(samples, np.ndarray) and samples.shape[1] and refs.stacked[rows].all():
             ks[rows], distance[rows], cumulative[rows] = kernels.ks_wasserstein_bins(
-                samples, block_refs.samples, block_refs.edges
+                samples, refs.samples[rows], refs.edges[rows]
             )
             merged[rows] = True
         else:
-            for name, column in drift.sample_scores(samples, block_refs).items():
+            for name, column in drift.sample_scores(samples, refs.rows(rows)).items():
                 scores[name][rows] = column
 
     threads = DEFAULT_THREADS if threads is None else threads
@@ -160,7 +159,7 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
         samples = [np.sort(row[np.isfinite(row)]) for row in picked]
         return column_stats(values, series), samples
     mean = sums / n
-    work, squares = _selection_copy(values, mean)
+    work, moments = _selection_copy(values, mean)
     samples: np.ndarray | list = []
     if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
         # np.take, not work[:, positions]: that copy is column-major, and sorting its
@@ -168,7 +167,7 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
         gathered = np.take(work, positions, axis=1)
         gathered.sort(axis=1)
         samples = gathered.astype(np.float64, copy=False)
-    return _selected_stats(work, mean, squares), samples  # (reorders ``work``'s rows)
+    return _selected_stats(work, mean, *moments), samples  # (reorders ``work``'s rows)
 
 
 @lru_cache(maxsize=4)
@@ -200,9 +199,12 @@ def _scratch_array(name: str, shape: tuple[int, int], dtype: type) -> np.ndarray
     return flat[:size].reshape(shape)
 
 
-def _selection_copy(values: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _selection_copy(
+    values: np.ndarray, mean: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """A scratch copy of ``values`` for selection to reorder, and each row's sum of squared
-    deviations from ``mean``, from one read (:func:`kernels.copy_and_square_deviations`).
+    deviations from ``mean``, minimum and maximum, from one read
+    (:func:`kernels.copy_and_square_deviations`).
 
     The copy is float32 when that changes no value (features usually arrive as float32:
     selection and sorting then move half the bytes, with bit-identical results); a few
@@ -213,16 +215,20 @@ def _selection_copy(values: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, n
         narrow = bool((head.astype(np.float32) == head).all())
     if narrow:
         copy = _scratch_array("float32", values.shape, np.float32)
-        squares, exact = kernels.copy_and_square_deviations(values, mean, copy)
+        *moments, exact = kernels.copy_and_square_deviations(values, mean, copy)
         if exact:
-            return copy, squares
+            return copy, tuple(moments)  # type: ignore[return-value]
     copy = _scratch_array("select", values.shape, np.float64)
-    squares, _ = kernels.copy_and_square_deviations(values, mean, copy)
-    return copy, squares
+    *moments, _ = kernels.copy_and_square_deviations(values, mean, copy)
+    return copy, tuple(moments)  # type: ignore[return-value]
 
 
 def _selected_stats(
-    work: np.ndarray, mean: np.ndarray, squares: np.ndarray
+    work: np.ndarray,
+    mean: np.ndarray,
+    squares: np.ndarray,
+    minimum: np.ndarray,
+    maximum: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """The stat set of rows without missing values, quartiles by selection (see module doc).
 
@@ -253,8 +259,6 @@ def _selected_stats(
         t = q * (n - 1) - k
         # numpy's _lerp: interpolate from the nearer end, as np.quantile does.
         quartiles.append(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)
-    minimum = lower[:, : k25 + 1].min(axis=1).astype(np.float64)
-    maximum = upper[:, r75:].max(axis=1).astype(np.float64)
     q25, q50, q75 = quartiles
     return {
         "range": maximum - minimum,

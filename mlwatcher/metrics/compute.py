@@ -20,7 +20,7 @@ from mlwatcher.metrics.inputs import (
     predicted_classes,
 )
 from mlwatcher.metrics.reference import ReferenceProfile
-from mlwatcher.metrics.stats import STATS, SortedSeries, column_stats, row_summaries
+from mlwatcher.metrics.stats import STATS, row_summaries
 from mlwatcher.point import COUNTER, GAUGE, Point
 from mlwatcher.validation import check_threshold
 
@@ -249,7 +249,7 @@ def collect_from_parts(
     if n_sample:
         summaries = row_summaries(probs)
         matrix = np.stack([summaries["pred1"], summaries["spread12"], summaries["entropy"]])
-        pred_stats = column_stats(matrix, SortedSeries.of(matrix))
+        pred_stats = columns.summarise(matrix, threads=1).stats
         for row, what in enumerate(
             ("max_prediction_proba", "spread12_prediction_proba", "prediction_entropy")
         ):

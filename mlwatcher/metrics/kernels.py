@@ -32,12 +32,12 @@ numba: Any = importlib.import_module("numba") if importlib.util.find_spec("numba
 ENABLED = numba is not None and os.environ.get("MLWATCHER_NUMBA", "1") != "0"
 
 
-def _compiled(func: Callable[..., Any]) -> Callable[..., Any]:
+def _compiled(func: Callable[..., Any], **options: Any) -> Callable[..., Any]:
     """``func`` compiled (lazily, on first call; cached on disk; GIL released), if numba is
     installed."""
     if numba is None:
         return func
-    return numba.njit(nogil=True, cache=True)(func)  # type: ignore[union-attr, no-any-return]
+    return numba.njit(nogil=True, cache=True, **options)(func)  # type: ignore[no-any-return]
 
 
 def _use_compiled(compiled: bool | None) -> bool:
@@ -49,22 +49,31 @@ def _use_compiled(compiled: bool | None) -> bool:
 
 
 def _copy_and_square_deviations_loop(
-    values: np.ndarray, means: np.ndarray, out: np.ndarray, squares: np.ndarray
+    values: np.ndarray,
+    means: np.ndarray,
+    out: np.ndarray,
+    squares: np.ndarray,
+    minima: np.ndarray,
+    maxima: np.ndarray,
 ) -> int:
     rows, n = values.shape
     full = n - n % 4
     changed = 0
     for r in range(rows):
         row, copy, mean = values[r], out[r], means[r]
-        # Four partial sums in locals: four adds in flight instead of one chain, and the
-        # same order of summation on every CPU.
+        # Four lanes in locals (sums, minima, maxima): the CPU packs them into one vector,
+        # and each lane sums in a fixed order, so the result is the same on every CPU.
         s0 = s1 = s2 = s3 = 0.0
+        low0 = low1 = low2 = low3 = high0 = high1 = high2 = high3 = row[0]
         for i in range(0, full, 4):
             x0, x1, x2, x3 = row[i], row[i + 1], row[i + 2], row[i + 3]
             copy[i], copy[i + 1], copy[i + 2], copy[i + 3] = x0, x1, x2, x3
             changed += (
                 (copy[i] != x0) + (copy[i + 1] != x1) + (copy[i + 2] != x2) + (copy[i + 3] != x3)
             )
+            low0, low1, low2, low3 = min(low0, x0), min(low1, x1), min(low2, x2), min(low3, x3)
+            high0, high1 = max(high0, x0), max(high1, x1)
+            high2, high3 = max(high2, x2), max(high3, x3)
             d0, d1, d2, d3 = x0 - mean, x1 - mean, x2 - mean, x3 - mean
             s0 += d0 * d0
             s1 += d1 * d1
@@ -74,33 +83,42 @@ def _copy_and_square_deviations_loop(
             x = row[i]
             copy[i] = x
             changed += copy[i] != x
+            low0, high0 = min(low0, x), max(high0, x)
             d = x - mean
             s0 += d * d
         squares[r] = (s0 + s1) + (s2 + s3)
+        minima[r] = min(min(low0, low1), min(low2, low3))
+        maxima[r] = max(max(high0, high1), max(high2, high3))
     return changed
 
 
-_copy_and_square_deviations_compiled = _compiled(_copy_and_square_deviations_loop)
+# The rows are finite (the caller's contract): with that promised, the minima and maxima
+# vectorise. No reassociation: the sums keep their order.
+_copy_and_square_deviations_compiled = _compiled(
+    _copy_and_square_deviations_loop, fastmath={"nnan", "ninf"}
+)
 
 
 def copy_and_square_deviations(
     values: np.ndarray, means: np.ndarray, out: np.ndarray, *, compiled: bool | None = None
-) -> tuple[np.ndarray, bool]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Copy ``values`` (rows of finite floats) into ``out`` (float32 or float64, same shape)
-    and return ``sum((values[r] - means[r])**2)`` per row, and whether every copied value
-    equals its original (always true for a float64 ``out``).
+    and return per row ``sum((values[r] - means[r])**2)``, the minimum and the maximum, and
+    whether every copied value equals its original (always true for a float64 ``out``).
 
     ``compiled``: the numba loop (default: when :data:`ENABLED`) or the NumPy twin.
     """
-    squares = np.empty(values.shape[0])
+    rows = values.shape[0]
     if _use_compiled(compiled):
-        changed = _copy_and_square_deviations_compiled(values, means, out, squares)
-        return squares, changed == 0
+        squares, minima, maxima = np.empty(rows), np.empty(rows), np.empty(rows)
+        changed = _copy_and_square_deviations_compiled(values, means, out, squares, minima, maxima)
+        return squares, minima, maxima, changed == 0
     with np.errstate(over="ignore"):
         np.copyto(out, values, casting="unsafe")
     deviations = values - means[:, None]
-    squares[:] = np.einsum("ij,ij->i", deviations, deviations)
-    return squares, out.dtype == values.dtype or bool((out == values).all())
+    squares = np.einsum("ij,ij->i", deviations, deviations)
+    exact = out.dtype == values.dtype or bool((out == values).all())
+    return squares, values.min(axis=1), values.max(axis=1), exact
 
 
 def _merge_step(

@@ -82,16 +82,20 @@ def test_copy_and_square_deviations(compiled: bool, n: int) -> None:
     values[1] = rng.random(n).astype(np.float32)  # a float32-exact row
     means = values.mean(axis=1)
     wide = np.empty_like(values)
-    squares, exact = kernels.copy_and_square_deviations(values, means, wide, compiled=compiled)
+    squares, minima, maxima, exact = kernels.copy_and_square_deviations(
+        values, means, wide, compiled=compiled
+    )
     np.testing.assert_array_equal(wide, values)
     assert exact
     np.testing.assert_allclose(squares / n, values.var(axis=1), rtol=1e-12, atol=1e-300)
+    np.testing.assert_array_equal(minima, values.min(axis=1))
+    np.testing.assert_array_equal(maxima, values.max(axis=1))
 
     narrow = np.empty(values.shape, np.float32)
-    _, exact = kernels.copy_and_square_deviations(values, means, narrow, compiled=compiled)
+    *_, exact = kernels.copy_and_square_deviations(values, means, narrow, compiled=compiled)
     np.testing.assert_array_equal(narrow, values.astype(np.float32))
     assert not exact  # the other rows do not fit float32
-    _, exact = kernels.copy_and_square_deviations(
+    *_, exact = kernels.copy_and_square_deviations(
         values[1:2], means[1:2], narrow[1:2], compiled=compiled
     )
     assert exact
