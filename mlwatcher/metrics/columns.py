@@ -150,24 +150,24 @@ def start_summary(
 def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray], list]:
     """Stat set and (if asked) sorted drift sample of each row of one block."""
     n = values.shape[1]
-    sums = values.sum(axis=1)
     positions = drift_sample_positions(n)
-    if n < _SELECT_MIN_ROWS or not np.isfinite(sums).all():
-        # Short rows or rows with missing values: sort them (missing values last).
-        series = SortedSeries.of(values)
-        picked = values[:, positions] if with_sample else values[:0]
-        samples = [np.sort(row[np.isfinite(row)]) for row in picked]
-        return column_stats(values, series), samples
-    mean = sums / n
-    work, moments = _selection_copy(values, mean)
-    samples: np.ndarray | list = []
-    if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
-        # np.take, not work[:, positions]: that copy is column-major, and sorting its
-        # strided rows is 20 % slower
-        gathered = np.take(work, positions, axis=1)
-        gathered.sort(axis=1)
-        samples = gathered.astype(np.float64, copy=False)
-    return _selected_stats(work, mean, *moments), samples  # (reorders ``work``'s rows)
+    if n >= _SELECT_MIN_ROWS:
+        work, moments = _selection_copy(values)
+        # A NaN or inf makes its row's sum non-finite (an overflow too: then exact counts)
+        if np.isfinite(moments.sums).all():
+            samples: np.ndarray | list = []
+            if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
+                # np.take, not work[:, positions]: that copy is column-major, and sorting
+                # its strided rows is 20 % slower
+                gathered = np.take(work, positions, axis=1)
+                gathered.sort(axis=1)
+                samples = gathered.astype(np.float64, copy=False)
+            return _selected_stats(work, moments), samples  # (reorders ``work``'s rows)
+    # Short rows or rows with missing values: sort them (missing values last).
+    series = SortedSeries.of(values)
+    picked = values[:, positions] if with_sample else values[:0]
+    samples = [np.sort(row[np.isfinite(row)]) for row in picked]
+    return column_stats(values, series), samples
 
 
 @lru_cache(maxsize=4)
@@ -199,45 +199,37 @@ def _scratch_array(name: str, shape: tuple[int, int], dtype: type) -> np.ndarray
     return flat[:size].reshape(shape)
 
 
-def _selection_copy(
-    values: np.ndarray, mean: np.ndarray
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """A scratch copy of ``values`` for selection to reorder, and each row's sum of squared
-    deviations from ``mean``, minimum and maximum, from one read
-    (:func:`kernels.copy_and_square_deviations`).
+def _selection_copy(values: np.ndarray) -> tuple[np.ndarray, kernels.RowMoments]:
+    """A scratch copy of ``values`` for selection to reorder, and the rows' moments, from
+    one read (:func:`kernels.row_moments`).
 
     The copy is float32 when that changes no value (features usually arrive as float32:
     selection and sorting then move half the bytes, with bit-identical results); a few
     columns are checked first, so float64 data is read once.
     """
     head = values[:, :16]
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         narrow = bool((head.astype(np.float32) == head).all())
     if narrow:
         copy = _scratch_array("float32", values.shape, np.float32)
-        *moments, exact = kernels.copy_and_square_deviations(values, mean, copy)
+        moments, exact = kernels.row_moments(values, copy)
         if exact:
-            return copy, tuple(moments)  # type: ignore[return-value]
+            return copy, moments
     copy = _scratch_array("select", values.shape, np.float64)
-    *moments, _ = kernels.copy_and_square_deviations(values, mean, copy)
-    return copy, tuple(moments)  # type: ignore[return-value]
+    moments, _ = kernels.row_moments(values, copy)
+    return copy, moments
 
 
-def _selected_stats(
-    work: np.ndarray,
-    mean: np.ndarray,
-    squares: np.ndarray,
-    minimum: np.ndarray,
-    maximum: np.ndarray,
-) -> dict[str, np.ndarray]:
+def _selected_stats(work: np.ndarray, moments: kernels.RowMoments) -> dict[str, np.ndarray]:
     """The stat set of rows without missing values, quartiles by selection (see module doc).
 
-    ``work`` is a scratch copy of the rows (:func:`_selection_copy`), reordered in place;
-    ``squares`` their sums of squared deviations from ``mean``. Every returned array is new
-    (none is a view of a scratch array).
+    ``work`` is a scratch copy of the rows (:func:`_selection_copy`), reordered in place.
+    Every returned array is new (none is a view of a scratch array).
     """
     n = work.shape[1]
-    std = np.sqrt(squares / n)
+    mean = moments.sums / n
+    std = np.sqrt(moments.squares / n)
+    minimum, maximum = moments.minima, moments.maxima
     k25, k50, k75 = (int(np.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))
     r75 = k75 - k50 - 1
     # The halves are partitioned in place: np.partition of a strided view (a copy) is

@@ -1,7 +1,8 @@
 """The window close's two hot loops, compiled with numba, each beside its NumPy twin.
 
-* :func:`copy_and_square_deviations`: one read of a block of feature rows gives the scratch
-  copy that selection reorders (float32 when that is exact) and ``sum((x - mean)**2)``.
+* :func:`row_moments`: one read of a block of feature rows gives the scratch copy that
+  selection reorders (float32 when that is exact), the sums (NumPy's, to the bit), the
+  squared deviations, minima and maxima.
 * :func:`ks_wasserstein_bins`: one merge of a sorted current sample with its sorted reference
   sample gives the two-sample KS statistic, the Wasserstein-1 distance and the PSI bin counts.
 
@@ -48,10 +49,75 @@ def _use_compiled(compiled: bool | None) -> bool:
     return compiled
 
 
-def _copy_and_square_deviations_loop(
+def _block_sum(a: np.ndarray, start: int, n: int) -> float:
+    """NumPy's sum of at most 128 values: in 8 lanes, then the rest in order."""
+    if n < 8:
+        total = 0.0
+        for i in range(start, start + n):
+            total += a[i]
+        return total
+    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
+    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
+    i = start + 8
+    end = start + n - n % 8
+    while i < end:
+        r0, r1, r2, r3 = r0 + a[i], r1 + a[i + 1], r2 + a[i + 2], r3 + a[i + 3]
+        r4, r5, r6, r7 = r4 + a[i + 4], r5 + a[i + 5], r6 + a[i + 6], r7 + a[i + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < start + n:
+        total += a[i]
+        i += 1
+    return total
+
+
+def _pairwise_sum(a: np.ndarray) -> float:
+    """NumPy's pairwise sum of a contiguous row (``np.sum``): the same operations in the
+    same order, so the same bits. Blocks of at most 128 values are summed by
+    :func:`_block_sum`; longer runs are split in halves (multiples of 8) and the two sums
+    added, left + right. Written with an explicit stack: numba cannot cache recursion."""
+    n = a.size
+    if n <= 128:
+        return _block_sum(a, 0, n)
+    starts = np.empty(64, np.int64)  # the runs being split (depth <= log2(n / 128) + 1)
+    lengths = np.empty(64, np.int64)
+    stage = np.zeros(64, np.int64)  # 0: left half next, 1: right half next, 2: add them
+    sums = np.empty(64)  # the finished halves, in order
+    top, done = 0, 0
+    starts[0], lengths[0] = 0, n
+    while top >= 0:
+        start, length = starts[top], lengths[top]
+        if length <= 128:
+            sums[done] = _block_sum(a, start, length)
+            done += 1
+            top -= 1
+            continue
+        half = length // 2
+        half -= half % 8
+        if stage[top] == 0:
+            stage[top] = 1
+            top += 1
+            starts[top], lengths[top], stage[top] = start, half, 0
+        elif stage[top] == 1:
+            stage[top] = 2
+            top += 1
+            starts[top], lengths[top], stage[top] = start + half, length - half, 0
+        else:
+            done -= 1
+            sums[done - 1] = sums[done - 1] + sums[done]
+            top -= 1
+    return sums[0]
+
+
+if numba is not None:  # plain IEEE arithmetic (no fastmath): a NaN or inf shows in the sum
+    _block_sum = numba.njit(nogil=True, cache=True)(_block_sum)
+    _pairwise_sum = numba.njit(nogil=True, cache=True)(_pairwise_sum)
+
+
+def _row_moments_loop(
     values: np.ndarray,
-    means: np.ndarray,
     out: np.ndarray,
+    sums: np.ndarray,
     squares: np.ndarray,
     minima: np.ndarray,
     maxima: np.ndarray,
@@ -60,7 +126,9 @@ def _copy_and_square_deviations_loop(
     full = n - n % 4
     changed = 0
     for r in range(rows):
-        row, copy, mean = values[r], out[r], means[r]
+        row, copy = values[r], out[r]
+        sums[r] = _pairwise_sum(row)  # read from memory once: the second pass hits L2
+        mean = sums[r] / n
         # Four lanes in locals (sums, minima, maxima): the CPU packs them into one vector,
         # and each lane sums in a fixed order, so the result is the same on every CPU.
         s0 = s1 = s2 = s3 = 0.0
@@ -92,33 +160,42 @@ def _copy_and_square_deviations_loop(
     return changed
 
 
-# The rows are finite (the caller's contract): with that promised, the minima and maxima
-# vectorise. No reassociation: the sums keep their order.
-_copy_and_square_deviations_compiled = _compiled(
-    _copy_and_square_deviations_loop, fastmath={"nnan", "ninf"}
-)
+# Only finite rows count (the caller checks the sums, which IEEE arithmetic keeps NaN or
+# inf if any value is): with that promised, the minima and maxima vectorise. No
+# reassociation: the sums keep their order.
+_row_moments_compiled = _compiled(_row_moments_loop, fastmath={"nnan", "ninf"})
 
 
-def copy_and_square_deviations(
-    values: np.ndarray, means: np.ndarray, out: np.ndarray, *, compiled: bool | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """Copy ``values`` (rows of finite floats) into ``out`` (float32 or float64, same shape)
-    and return per row ``sum((values[r] - means[r])**2)``, the minimum and the maximum, and
-    whether every copied value equals its original (always true for a float64 ``out``).
+class RowMoments(NamedTuple):
+    """Per row: Σ x (as ``np.sum``), Σ (x − mean)², minimum, maximum."""
+
+    sums: np.ndarray
+    squares: np.ndarray
+    minima: np.ndarray
+    maxima: np.ndarray
+
+
+def row_moments(
+    values: np.ndarray, out: np.ndarray, *, compiled: bool | None = None
+) -> tuple[RowMoments, bool]:
+    """The :class:`RowMoments` of ``values``' rows, and a copy of them in ``out`` (float32 or
+    float64, same shape) made in the same read, with whether it changed no value (always
+    for a float64 ``out``). The other moments are only meaningful where the sum is finite.
 
     ``compiled``: the numba loop (default: when :data:`ENABLED`) or the NumPy twin.
     """
-    rows = values.shape[0]
+    rows, n = values.shape
     if _use_compiled(compiled):
-        squares, minima, maxima = np.empty(rows), np.empty(rows), np.empty(rows)
-        changed = _copy_and_square_deviations_compiled(values, means, out, squares, minima, maxima)
-        return squares, minima, maxima, changed == 0
-    with np.errstate(over="ignore"):
+        moments = RowMoments(np.empty(rows), np.empty(rows), np.empty(rows), np.empty(rows))
+        changed = _row_moments_compiled(values, out, *moments)
+        return moments, changed == 0
+    sums = values.sum(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
         np.copyto(out, values, casting="unsafe")
-    deviations = values - means[:, None]
-    squares = np.einsum("ij,ij->i", deviations, deviations)
+        deviations = values - (sums / n)[:, None]
+        squares = np.einsum("ij,ij->i", deviations, deviations)
     exact = out.dtype == values.dtype or bool((out == values).all())
-    return squares, values.min(axis=1), values.max(axis=1), exact
+    return RowMoments(sums, squares, values.min(axis=1), values.max(axis=1)), exact
 
 
 def _merge_step(
@@ -201,7 +278,7 @@ def ks_wasserstein_bins(
     ``edges`` ``(k, b)``: each row's ascending bin edges (pad with +inf). Returns
     ``ks[r] = sup |F_r - G_r|``, ``distance[r] = ∫ |F_r - G_r| dx`` and
     ``cumulative[r, e] = #{current[r] <= edges[r, e]}``. ``compiled``: as for
-    :func:`copy_and_square_deviations`.
+    :func:`row_moments`.
     """
     k = current.shape[0]
     ks, distance = np.empty(k), np.empty(k)
@@ -313,7 +390,7 @@ def prediction_summaries(
     """The largest and second largest probability of each row (equal on a tie) and
     ``Σ p log p`` over its positive probabilities. ``probs``: finite, at least 2 columns.
 
-    ``compiled``: as for :func:`copy_and_square_deviations`.
+    ``compiled``: as for :func:`row_moments`.
     """
     if _use_compiled(compiled):
         rows = probs.shape[0]
@@ -408,7 +485,7 @@ def batch_counts(
 ) -> BatchCounts:
     """:class:`BatchCounts` of validated ``probs`` ``(n, C)``, their predicted classes and
     labels (``-1``: none; None: no labels); confidence bin ``min(floor(n_bins p), n_bins - 1)``.
-    ``compiled``: as for :func:`copy_and_square_deviations`."""
+    ``compiled``: as for :func:`row_moments`."""
     if not _use_compiled(compiled):
         return _batch_counts_numpy(probs, predicted, labels, n_bins)
     n_classes = probs.shape[1]
@@ -515,7 +592,7 @@ def predicted_classes(
     probs: np.ndarray, threshold: float, *, compiled: bool | None = None
 ) -> np.ndarray:
     """Predicted class per row of validated ``probs``: binary ``p[1] > threshold``, else the
-    argmax (the first on ties). ``compiled``: as for :func:`copy_and_square_deviations`."""
+    argmax (the first on ties). ``compiled``: as for :func:`row_moments`."""
     if _use_compiled(compiled):
         out = np.empty(probs.shape[0], np.int64)
         _predicted_classes_compiled(probs, float(threshold), out)
@@ -610,7 +687,7 @@ def scatter_rows(
 ) -> None:
     """Write row ``i`` (``probs``, ``labels``, row-major ``features`` ``(k, F)``) at slot
     ``slots[i]`` of ``into`` = (probs ``(n, C)``, labels ``(n,)``, column-major features
-    ``(F, n)``). ``compiled``: as for :func:`copy_and_square_deviations`."""
+    ``(F, n)``). ``compiled``: as for :func:`row_moments`."""
     into_probs, into_labels, into_features = into
     if _use_compiled(compiled):
         _scatter_rows_compiled(

@@ -8,6 +8,9 @@ runs without numba).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,30 +78,30 @@ def test_ks_statistic_is_the_same_bits_in_both_implementations() -> None:
 
 
 @pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
-@pytest.mark.parametrize("n", [1, 3, 4, 10_001])
-def test_copy_and_square_deviations(compiled: bool, n: int) -> None:
+@pytest.mark.parametrize("n", [1, 3, 8, 127, 128, 129, 1000, 10_001])
+def test_row_moments(compiled: bool, n: int) -> None:
     rng = np.random.default_rng(n)
-    values = rng.normal(5.0, 3.0, size=(6, n))
+    values = rng.normal(5.0, 3.0, size=(6, n)) * 10.0 ** rng.integers(-3, 4, size=(6, 1))
     values[1] = rng.random(n).astype(np.float32)  # a float32-exact row
-    means = values.mean(axis=1)
     wide = np.empty_like(values)
-    squares, minima, maxima, exact = kernels.copy_and_square_deviations(
-        values, means, wide, compiled=compiled
-    )
+    moments, exact = kernels.row_moments(values, wide, compiled=compiled)
     np.testing.assert_array_equal(wide, values)
     assert exact
-    np.testing.assert_allclose(squares / n, values.var(axis=1), rtol=1e-12, atol=1e-300)
-    np.testing.assert_array_equal(minima, values.min(axis=1))
-    np.testing.assert_array_equal(maxima, values.max(axis=1))
+    # The sums are np.sum's to the bit (so the means are np.mean's); the rest to rounding.
+    np.testing.assert_array_equal(moments.sums, values.sum(axis=1))
+    np.testing.assert_allclose(moments.squares / n, values.var(axis=1), rtol=1e-12, atol=1e-300)
+    np.testing.assert_array_equal(moments.minima, values.min(axis=1))
+    np.testing.assert_array_equal(moments.maxima, values.max(axis=1))
 
     narrow = np.empty(values.shape, np.float32)
-    *_, exact = kernels.copy_and_square_deviations(values, means, narrow, compiled=compiled)
+    _, exact = kernels.row_moments(values, narrow, compiled=compiled)
     np.testing.assert_array_equal(narrow, values.astype(np.float32))
     assert not exact  # the other rows do not fit float32
-    *_, exact = kernels.copy_and_square_deviations(
-        values[1:2], means[1:2], narrow[1:2], compiled=compiled
-    )
+    _, exact = kernels.row_moments(values[1:2], narrow[1:2], compiled=compiled)
     assert exact
+    values[2, n // 2] = np.nan  # a missing value shows in its row's sum, not in the others
+    moments, _ = kernels.row_moments(values, wide, compiled=compiled)
+    assert np.isnan(moments.sums[2]) and np.isfinite(np.delete(moments.sums, 2)).all()
 
 
 @pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
@@ -195,3 +198,31 @@ def test_scatter_rows(compiled: bool) -> None:
     np.testing.assert_array_equal(into[1][slots], labels)
     np.testing.assert_array_equal(into[2][:, slots], features.T)
     assert np.isnan(into[2][:, 1]).all() and into[1][1] == -1  # other slots untouched
+
+
+def test_the_engine_runs_from_numba_cache_in_a_fresh_process(tmp_path: Path) -> None:
+    # Loops loaded from numba's on-disk cache are other machine code paths than loops just
+    # compiled (a cached recursive loop crashed there): run a close on two threads in two
+    # fresh processes sharing one cache directory, the first compiling, the second loading.
+    script = (
+        "import numpy as np\n"
+        "from mlwatcher.metrics import ReferenceProfile, WindowState, warm_up\n"
+        "warm_up()\n"
+        "rng = np.random.default_rng(0)\n"
+        "state = WindowState(10, 2000, 40, seed=1)\n"
+        "state.update(rng.dirichlet(np.ones(10), 2000), rng.integers(0, 10, 2000),\n"
+        "             rng.random((2000, 40)))\n"
+        "profile = ReferenceProfile.from_data(rng.random((3000, 40)))\n"
+        "print(len(state.metric_columns(reference=profile).value))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+        )
+        for _ in range(2)
+    ]
+    for run in outputs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    assert outputs[0].stdout == outputs[1].stdout
+    assert any(tmp_path.rglob("*.nbi"))  # the second run had a cache to load
