@@ -3,7 +3,8 @@
 Run ``python -m benchmarks.bench_metrics`` for a table; ``run()`` returns the figures as a
 dict for the aggregate benchmark runner. The close is ``WindowState.metric_columns``, the
 record's columns as the worker encodes them (``..._points``: the same close as ``Point``
-objects, ``WindowState.metrics``). Single process; the close runs its column blocks on
+objects, ``WindowState.metrics``; ``..._numpy_twins``: the NumPy twins of the compiled
+loops, what runs without numba). Single process; the close runs its column blocks on
 ``mlwatcher.metrics.columns.DEFAULT_THREADS`` threads (one figure is taken with one thread).
 Every close figure comes with its ratio to one ``np.sort`` of the same feature matrix timed
 in the same loop, which stays comparable when the machine is shared.
@@ -16,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mlwatcher.metrics import ReferenceProfile, WindowState, columns
+from mlwatcher.metrics import ReferenceProfile, WindowState, columns, kernels
 
 UPDATE_TARGET_ROWS_PER_S = 2_000_000
 # The close of 10k x 784 x 10 classes, float64, drift against a baseline profile (issue 15).
@@ -39,8 +40,10 @@ def update_throughput(
     buffer: int = 1000,
     n_batches: int = 2000,
     with_labels: bool = True,
+    compiled: bool = True,
 ) -> float:
-    """Rows per second through ``WindowState.update`` (past the reservoir fill)."""
+    """Rows per second through ``WindowState.update`` (past the reservoir fill); with
+    ``compiled=False`` the NumPy twins of the compiled loops run (what runs without numba)."""
     rng = np.random.default_rng(0)
     pool = [
         (
@@ -59,7 +62,12 @@ def update_throughput(
             probs, labels, feats = pool[i % len(pool)]
             state.update(probs, labels, feats)
 
-    return batch_rows * n_batches / _best_of(feed, 3)
+    saved = kernels.ENABLED
+    kernels.ENABLED = saved and compiled
+    try:
+        return batch_rows * n_batches / _best_of(feed, 3)
+    finally:
+        kernels.ENABLED = saved
 
 
 def _filled_state(
@@ -90,6 +98,7 @@ def close_figures(
     repeats: int = 5,
     threads: int | None = None,
     points: bool = False,
+    compiled: bool = True,
 ) -> tuple[float, float]:
     """(ms, ratio to one ``np.sort`` of the feature matrix) of ``WindowState.metric_columns``
     (the worker's close: the record's columns), or of ``WindowState.metrics`` (one ``Point``
@@ -109,8 +118,9 @@ def close_figures(
     elif reference == "baseline":
         profile = _baseline_profile(n_features, dtype)
     matrix = state.reservoir()[2].T.copy()  # (n_features, rows), as the close sees it
-    saved = columns.DEFAULT_THREADS
+    saved, saved_compiled = columns.DEFAULT_THREADS, kernels.ENABLED
     columns.DEFAULT_THREADS = saved if threads is None else threads
+    kernels.ENABLED = saved_compiled and compiled
     compute = state.metrics if points else state.metric_columns
     try:
         compute(reference=profile)  # warm-up (allocations, caches)
@@ -119,7 +129,7 @@ def close_figures(
             sort = min(sort, _best_of(lambda: np.sort(matrix, axis=1), 1))
             close = min(close, _best_of(lambda: compute(reference=profile), 1))
     finally:
-        columns.DEFAULT_THREADS = saved
+        columns.DEFAULT_THREADS, kernels.ENABLED = saved, saved_compiled
     return 1000 * close, close / sort
 
 
@@ -135,11 +145,15 @@ def run(quick: bool = False) -> dict[str, float]:
         "update_rows_per_s_500x10_no_features": update_throughput(
             n_batches=n_batches, n_features=0
         ),
+        "update_rows_per_s_500x10x20_labels_numpy_twins": update_throughput(
+            n_batches=n_batches, compiled=False
+        ),
     }
     closes = {
         "10k_x784_float64_baseline_drift": (10_000, 784, "baseline", np.float64, None),
         "10k_x784_float64_baseline_drift_1_thread": (10_000, 784, "baseline", np.float64, 1),
         "10k_x784_float64_baseline_drift_points": (10_000, 784, "baseline", np.float64, None),
+        "10k_x784_float64_baseline_drift_numpy_twins": (10_000, 784, "baseline", np.float64, None),
         "10k_x784_float32_baseline_drift": (10_000, 784, "baseline", np.float32, None),
         "10k_x784_float32_features": (10_000, 784, None, np.float32, None),
         "10k_x784_float64_features": (10_000, 784, None, np.float64, None),
@@ -163,6 +177,7 @@ def run(quick: bool = False) -> dict[str, float]:
             repeats=repeats,
             threads=threads,
             points=key.endswith("_points"),
+            compiled=not key.endswith("_numpy_twins"),
         )
         results[f"close_ms_{key}"] = ms
         results[f"close_sort_ratio_{key}"] = ratio
