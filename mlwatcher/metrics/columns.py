@@ -5,21 +5,24 @@ reference, its drift scores. A full sort per feature would give all of it, but i
 single most expensive thing the close could do. Instead, for each block of a few features
 (small enough to stay in cache while every statistic reads it):
 
+* the mean is NumPy's (``np.sum``); one compiled read of each row
+  (:func:`kernels.row_moments`) gives the squared deviations from it, the minimum, the
+  maximum and the copy that selection reorders;
 * the quartiles come from **selection**: one ``np.partition`` at the median, then one in each
-  half for q25 and q75 (2n element moves, against n log n for a sort); min and max come from
-  the outer quarters, the value after each quartile from the minimum of its upper part;
-* mean and std are numpy's two-pass formulas on the block;
+  half for q25 and q75 (2n element moves, against n log n for a sort); the value after each
+  quartile is the minimum of its upper part;
 * with references, PSI, JS, KS and Wasserstein compare a **bounded drift sample** of
   ``DRIFT_SAMPLE_SIZE`` values (the same seeded random positions for every feature; all
-  values when the window has fewer) with the reference sample. That is the one estimator
-  that differs from the full reservoir, on purpose: sorting and searching every value is
-  what made the close slow, and the drift flag's binding condition at these sizes is the
-  PSI floor, so the smallest flagged shift does not move (measured in docs/metrics.md,
-  ``benchmarks/bench_drift_power.py``). Their p-values and flags come once for all blocks.
+  values when the window has fewer) with the reference sample, one merge of the two sorted
+  samples per feature (:func:`kernels.ks_wasserstein_bins`). The sample is the one estimator
+  that differs from the full reservoir, on purpose: the drift flag's binding condition at
+  these sizes is the PSI floor, so the smallest flagged shift does not move (measured in
+  docs/metrics.md, ``benchmarks/bench_drift_power.py``). Scores, p-values and flags come
+  once for all blocks.
 
 Float32-exact blocks (features usually arrive as float32) are selected and sorted in float32,
 about twice as fast, with bit-identical values. Blocks run on ``threads`` threads: NumPy
-releases the GIL in partition, sort and the reductions.
+releases the GIL in partition and sort, the compiled loops run without it.
 """
 
 from __future__ import annotations
@@ -150,24 +153,25 @@ def start_summary(
 def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray], list]:
     """Stat set and (if asked) sorted drift sample of each row of one block."""
     n = values.shape[1]
+    sums = values.sum(axis=1)
     positions = drift_sample_positions(n)
-    if n >= _SELECT_MIN_ROWS:
-        work, moments = _selection_copy(values)
-        # A NaN or inf makes its row's sum non-finite (an overflow too: then exact counts)
-        if np.isfinite(moments.sums).all():
-            samples: np.ndarray | list = []
-            if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
-                # np.take, not work[:, positions]: that copy is column-major, and sorting
-                # its strided rows is 20 % slower
-                gathered = np.take(work, positions, axis=1)
-                gathered.sort(axis=1)
-                samples = gathered.astype(np.float64, copy=False)
-            return _selected_stats(work, moments), samples  # (reorders ``work``'s rows)
-    # Short rows or rows with missing values: sort them (missing values last).
-    series = SortedSeries.of(values)
-    picked = values[:, positions] if with_sample else values[:0]
-    samples = [np.sort(row[np.isfinite(row)]) for row in picked]
-    return column_stats(values, series), samples
+    # A NaN or inf makes its row's sum non-finite (an overflow too: then exact counts).
+    if n < _SELECT_MIN_ROWS or not np.isfinite(sums).all():
+        # Short rows or rows with missing values: sort them (missing values last).
+        series = SortedSeries.of(values)
+        picked = values[:, positions] if with_sample else values[:0]
+        samples = [np.sort(row[np.isfinite(row)]) for row in picked]
+        return column_stats(values, series), samples
+    mean = sums / n
+    work, moments = _selection_copy(values, mean)
+    drift_samples: np.ndarray | list = []
+    if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
+        # np.take, not work[:, positions]: that copy is column-major, and sorting its
+        # strided rows is 20 % slower
+        gathered = np.take(work, positions, axis=1)
+        gathered.sort(axis=1)
+        drift_samples = gathered.astype(np.float64, copy=False)
+    return _selected_stats(work, mean, moments), drift_samples  # (reorders ``work``'s rows)
 
 
 @lru_cache(maxsize=4)
@@ -199,35 +203,36 @@ def _scratch_array(name: str, shape: tuple[int, int], dtype: type) -> np.ndarray
     return flat[:size].reshape(shape)
 
 
-def _selection_copy(values: np.ndarray) -> tuple[np.ndarray, kernels.RowMoments]:
-    """A scratch copy of ``values`` for selection to reorder, and the rows' moments, from
-    one read (:func:`kernels.row_moments`).
+def _selection_copy(values: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, kernels.RowMoments]:
+    """A scratch copy of ``values`` for selection to reorder, and the rows' moments about
+    ``mean``, from one read (:func:`kernels.row_moments`).
 
     The copy is float32 when that changes no value (features usually arrive as float32:
     selection and sorting then move half the bytes, with bit-identical results); a few
     columns are checked first, so float64 data is read once.
     """
     head = values[:, :16]
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore"):
         narrow = bool((head.astype(np.float32) == head).all())
     if narrow:
         copy = _scratch_array("float32", values.shape, np.float32)
-        moments, exact = kernels.row_moments(values, copy)
+        moments, exact = kernels.row_moments(values, mean, copy)
         if exact:
             return copy, moments
     copy = _scratch_array("select", values.shape, np.float64)
-    moments, _ = kernels.row_moments(values, copy)
+    moments, _ = kernels.row_moments(values, mean, copy)
     return copy, moments
 
 
-def _selected_stats(work: np.ndarray, moments: kernels.RowMoments) -> dict[str, np.ndarray]:
+def _selected_stats(
+    work: np.ndarray, mean: np.ndarray, moments: kernels.RowMoments
+) -> dict[str, np.ndarray]:
     """The stat set of rows without missing values, quartiles by selection (see module doc).
 
     ``work`` is a scratch copy of the rows (:func:`_selection_copy`), reordered in place.
     Every returned array is new (none is a view of a scratch array).
     """
     n = work.shape[1]
-    mean = moments.sums / n
     std = np.sqrt(moments.squares / n)
     minimum, maximum = moments.minima, moments.maxima
     k25, k50, k75 = (int(np.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))

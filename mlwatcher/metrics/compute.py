@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlwatcher.metrics import calibration, columns, drift, estimated
+from mlwatcher.metrics.calibration import PointAdder
 from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.metrics.inputs import (
     MetricInputError,
@@ -25,19 +26,9 @@ from mlwatcher.point import COUNTER, GAUGE, Point
 from mlwatcher.validation import check_threshold
 
 
-class PointSink(Protocol):
+class PointSink(PointAdder, Protocol):
     """Where the close puts its points: a list of ``Point`` objects (:class:`PointList`) or
     columns (:class:`PointColumnsBuilder`); both drop non-finite values."""
-
-    def add(self, what: str, target_type: str, value: float, **props: Any) -> None: ...
-
-    def add_rows(
-        self,
-        what: str | Sequence[str],
-        target_type: str | Sequence[str],
-        values: Sequence[float] | np.ndarray,
-        **props: Any,
-    ) -> None: ...
 
     def add_per_feature(
         self, what: str, values: np.ndarray, names: list[str], stat: str | None = None

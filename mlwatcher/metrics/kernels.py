@@ -1,20 +1,28 @@
-"""The window close's two hot loops, compiled with numba, each beside its NumPy twin.
+"""The metric engine's hot loops, compiled with numba, each beside its NumPy twin.
+
+The window close:
 
 * :func:`row_moments`: one read of a block of feature rows gives the scratch copy that
-  selection reorders (float32 when that is exact), the sums (NumPy's, to the bit), the
-  squared deviations, minima and maxima.
+  selection reorders (float32 when that is exact), the squared deviations, minima and
+  maxima.
 * :func:`ks_wasserstein_bins`: one merge of a sorted current sample with its sorted reference
   sample gives the two-sample KS statistic, the Wasserstein-1 distance and the PSI bin counts.
+* :func:`prediction_summaries`: the top two probabilities and ``Σ p log p`` of every row.
+
+The update of one batch: :func:`predicted_classes`, :func:`batch_counts` (its probability
+and label counters), :func:`replacement_slots` (the reservoir slots it writes) and
+:func:`scatter_rows` (the write).
 
 Without numba (``pip install mlwatcher[worker]`` brings it; a Python release numba does not
 support yet would not) or with ``MLWATCHER_NUMBA=0``, the NumPy twins run: same contract,
-several times slower (``benchmarks/bench_metrics.py``). The tests compare the two, and both
-with SciPy. KS statistics and bin counts are the same to the bit in both; the sums (std,
-Wasserstein) agree to a few ulps, as their order of summation differs.
+slower (``benchmarks/bench_metrics.py``). The tests compare the two, and both with SciPy or
+NumPy. Counts, KS statistics, sums and slots are the same bits in both; sums of squares,
+Wasserstein and the batch's float sums agree to a few ulps (another order of summation).
 
-The loops are sequential and free of ``fastmath``, so a record is the same bytes on every
-CPU: a window closed again after a takeover, on another machine, re-emits the same record.
-They run without the GIL, on the close's own threads (:mod:`mlwatcher.metrics.columns`).
+No loop reassociates arithmetic, so a record is the same bytes on every CPU: a window
+closed again after a takeover, on another machine, re-emits the same record. (One loop is
+told its values are finite, which changes no result for finite values.) They run without
+the GIL, on the close's own threads (:mod:`mlwatcher.metrics.columns`).
 """
 
 from __future__ import annotations
@@ -49,75 +57,10 @@ def _use_compiled(compiled: bool | None) -> bool:
     return compiled
 
 
-def _block_sum(a: np.ndarray, start: int, n: int) -> float:
-    """NumPy's sum of at most 128 values: in 8 lanes, then the rest in order."""
-    if n < 8:
-        total = 0.0
-        for i in range(start, start + n):
-            total += a[i]
-        return total
-    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
-    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
-    i = start + 8
-    end = start + n - n % 8
-    while i < end:
-        r0, r1, r2, r3 = r0 + a[i], r1 + a[i + 1], r2 + a[i + 2], r3 + a[i + 3]
-        r4, r5, r6, r7 = r4 + a[i + 4], r5 + a[i + 5], r6 + a[i + 6], r7 + a[i + 7]
-        i += 8
-    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < start + n:
-        total += a[i]
-        i += 1
-    return total
-
-
-def _pairwise_sum(a: np.ndarray) -> float:
-    """NumPy's pairwise sum of a contiguous row (``np.sum``): the same operations in the
-    same order, so the same bits. Blocks of at most 128 values are summed by
-    :func:`_block_sum`; longer runs are split in halves (multiples of 8) and the two sums
-    added, left + right. Written with an explicit stack: numba cannot cache recursion."""
-    n = a.size
-    if n <= 128:
-        return _block_sum(a, 0, n)
-    starts = np.empty(64, np.int64)  # the runs being split (depth <= log2(n / 128) + 1)
-    lengths = np.empty(64, np.int64)
-    stage = np.zeros(64, np.int64)  # 0: left half next, 1: right half next, 2: add them
-    sums = np.empty(64)  # the finished halves, in order
-    top, done = 0, 0
-    starts[0], lengths[0] = 0, n
-    while top >= 0:
-        start, length = starts[top], lengths[top]
-        if length <= 128:
-            sums[done] = _block_sum(a, start, length)
-            done += 1
-            top -= 1
-            continue
-        half = length // 2
-        half -= half % 8
-        if stage[top] == 0:
-            stage[top] = 1
-            top += 1
-            starts[top], lengths[top], stage[top] = start, half, 0
-        elif stage[top] == 1:
-            stage[top] = 2
-            top += 1
-            starts[top], lengths[top], stage[top] = start + half, length - half, 0
-        else:
-            done -= 1
-            sums[done - 1] = sums[done - 1] + sums[done]
-            top -= 1
-    return sums[0]
-
-
-if numba is not None:  # plain IEEE arithmetic (no fastmath): a NaN or inf shows in the sum
-    _block_sum = numba.njit(nogil=True, cache=True)(_block_sum)
-    _pairwise_sum = numba.njit(nogil=True, cache=True)(_pairwise_sum)
-
-
 def _row_moments_loop(
     values: np.ndarray,
+    means: np.ndarray,
     out: np.ndarray,
-    sums: np.ndarray,
     squares: np.ndarray,
     minima: np.ndarray,
     maxima: np.ndarray,
@@ -126,9 +69,7 @@ def _row_moments_loop(
     full = n - n % 4
     changed = 0
     for r in range(rows):
-        row, copy = values[r], out[r]
-        sums[r] = _pairwise_sum(row)  # read from memory once: the second pass hits L2
-        mean = sums[r] / n
+        row, copy, mean = values[r], out[r], means[r]
         # Four lanes in locals (sums, minima, maxima): the CPU packs them into one vector,
         # and each lane sums in a fixed order, so the result is the same on every CPU.
         s0 = s1 = s2 = s3 = 0.0
@@ -160,42 +101,39 @@ def _row_moments_loop(
     return changed
 
 
-# Only finite rows count (the caller checks the sums, which IEEE arithmetic keeps NaN or
-# inf if any value is): with that promised, the minima and maxima vectorise. No
-# reassociation: the sums keep their order.
+# The rows are finite (the caller's contract: it checks their sums first), and with that
+# promised the minima and maxima vectorise. No reassociation: the sums keep their order.
 _row_moments_compiled = _compiled(_row_moments_loop, fastmath={"nnan", "ninf"})
 
 
 class RowMoments(NamedTuple):
-    """Per row: Σ x (as ``np.sum``), Σ (x − mean)², minimum, maximum."""
+    """Per row: Σ (x − mean)², minimum, maximum."""
 
-    sums: np.ndarray
     squares: np.ndarray
     minima: np.ndarray
     maxima: np.ndarray
 
 
 def row_moments(
-    values: np.ndarray, out: np.ndarray, *, compiled: bool | None = None
+    values: np.ndarray, means: np.ndarray, out: np.ndarray, *, compiled: bool | None = None
 ) -> tuple[RowMoments, bool]:
-    """The :class:`RowMoments` of ``values``' rows, and a copy of them in ``out`` (float32 or
-    float64, same shape) made in the same read, with whether it changed no value (always
-    for a float64 ``out``). The other moments are only meaningful where the sum is finite.
+    """The :class:`RowMoments` of ``values``' rows (finite values only) about ``means``, and
+    a copy of them in ``out`` (float32 or float64, same shape) made in the same read, with
+    whether it changed no value (always for a float64 ``out``).
 
     ``compiled``: the numba loop (default: when :data:`ENABLED`) or the NumPy twin.
     """
-    rows, n = values.shape
+    rows = values.shape[0]
     if _use_compiled(compiled):
-        moments = RowMoments(np.empty(rows), np.empty(rows), np.empty(rows), np.empty(rows))
-        changed = _row_moments_compiled(values, out, *moments)
+        moments = RowMoments(np.empty(rows), np.empty(rows), np.empty(rows))
+        changed = _row_moments_compiled(values, means, out, *moments)
         return moments, changed == 0
-    sums = values.sum(axis=1)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore"):
         np.copyto(out, values, casting="unsafe")
-        deviations = values - (sums / n)[:, None]
-        squares = np.einsum("ij,ij->i", deviations, deviations)
+    deviations = values - means[:, None]
+    squares = np.einsum("ij,ij->i", deviations, deviations)
     exact = out.dtype == values.dtype or bool((out == values).all())
-    return RowMoments(sums, squares, values.min(axis=1), values.max(axis=1)), exact
+    return RowMoments(squares, values.min(axis=1), values.max(axis=1)), exact
 
 
 def _merge_step(
