@@ -49,7 +49,8 @@ def _compiled(func: Callable[..., Any], **options: Any) -> Callable[..., Any]:
     return numba.njit(nogil=True, cache=True, **options)(func)  # type: ignore[no-any-return]
 
 
-def _use_compiled(compiled: bool | None) -> bool:
+def use_compiled(compiled: bool | None) -> bool:
+    """Whether a call asking for ``compiled`` (None: the default) runs the compiled loop."""
     if compiled is None:
         return ENABLED
     if compiled and numba is None:
@@ -124,7 +125,7 @@ def row_moments(
     ``compiled``: the numba loop (default: when :data:`ENABLED`) or the NumPy twin.
     """
     rows = values.shape[0]
-    if _use_compiled(compiled):
+    if use_compiled(compiled):
         moments = RowMoments(np.empty(rows), np.empty(rows), np.empty(rows))
         changed = _row_moments_compiled(values, means, out, *moments)
         return moments, changed == 0
@@ -221,7 +222,7 @@ def ks_wasserstein_bins(
     k = current.shape[0]
     ks, distance = np.empty(k), np.empty(k)
     cumulative = np.empty(edges.shape, np.int64)
-    if _use_compiled(compiled):
+    if use_compiled(compiled):
         _ks_wasserstein_bins_compiled(current, reference, edges, ks, distance, cumulative)
         return ks, distance, cumulative
     ks[:] = _ks_rows(current, reference)
@@ -330,7 +331,7 @@ def prediction_summaries(
 
     ``compiled``: as for :func:`row_moments`.
     """
-    if _use_compiled(compiled):
+    if use_compiled(compiled):
         rows = probs.shape[0]
         top, second, plogp = np.empty(rows), np.empty(rows), np.empty(rows)
         _prediction_summaries_compiled(probs, top, second, plogp)
@@ -424,7 +425,7 @@ def batch_counts(
     """:class:`BatchCounts` of validated ``probs`` ``(n, C)``, their predicted classes and
     labels (``-1``: none; None: no labels); confidence bin ``min(floor(n_bins p), n_bins - 1)``.
     ``compiled``: as for :func:`row_moments`."""
-    if not _use_compiled(compiled):
+    if not use_compiled(compiled):
         return _batch_counts_numpy(probs, predicted, labels, n_bins)
     n_classes = probs.shape[1]
     counts = np.zeros(n_classes, np.int64)
@@ -531,7 +532,7 @@ def predicted_classes(
 ) -> np.ndarray:
     """Predicted class per row of validated ``probs``: binary ``p[1] > threshold``, else the
     argmax (the first on ties). ``compiled``: as for :func:`row_moments`."""
-    if _use_compiled(compiled):
+    if use_compiled(compiled):
         out = np.empty(probs.shape[0], np.int64)
         _predicted_classes_compiled(probs, float(threshold), out)
         return out
@@ -627,7 +628,7 @@ def scatter_rows(
     ``slots[i]`` of ``into`` = (probs ``(n, C)``, labels ``(n,)``, column-major features
     ``(F, n)``). ``compiled``: as for :func:`row_moments`."""
     into_probs, into_labels, into_features = into
-    if _use_compiled(compiled):
+    if use_compiled(compiled):
         _scatter_rows_compiled(
             slots, probs, labels, features, into_probs, into_labels, into_features
         )

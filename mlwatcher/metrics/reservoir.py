@@ -57,7 +57,7 @@ def choose_slots(
     # uniform in [0, 1): j is uniform on [0, t] up to 2**-53 (u has 53 random bits), and one
     # draw of n floats costs a seventh of rng.integers with n different bounds.
     first = rows_seen_before + n_fill
-    if compiled if compiled is not None else kernels.ENABLED:
+    if kernels.use_compiled(compiled):
         uniforms = rng.random(n_rows - n_fill)
         return kernels.replacement_slots(uniforms, rows_seen_before, n_fill, capacity)
     scaled = rng.random(n_rows - n_fill)
@@ -124,15 +124,18 @@ class Reservoir:
         top = int(slots.max()) + 1
         self._grow(top)
         self.size = max(self.size, top)
-        if labels is not None and features is not None and self.n_features:
-            kernels.scatter_rows(
-                slots, probs, labels, features, (self.probs, self.labels, self.features)
-            )
-            return
-        self.probs[slots] = probs
-        self.labels[slots] = -1 if labels is None else labels
-        if self.n_features:
-            self.features[:, slots] = np.nan if features is None else features.T
+        rows = slots.size
+        kernels.scatter_rows(
+            slots,
+            np.asarray(probs, np.float64),
+            np.full(rows, -1, np.int64) if labels is None else np.asarray(labels, np.int64),
+            (
+                np.full((rows, self.n_features), np.nan)
+                if features is None
+                else np.asarray(features, np.float64)
+            ),
+            (self.probs, self.labels, self.features),
+        )
 
     def sample(self) -> Sample:
         probs, labels, features = self.view()
