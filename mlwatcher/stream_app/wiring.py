@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -223,15 +224,21 @@ def _summarise_client_logs(outage: OutageLog) -> None:
         logging.getLogger(name).addFilter(summarising)
 
 
+def _warm_up_engine() -> None:
+    log.info("metric engine's compiled loops ready (%.1f s)", warm_up())
+
+
 def create_app(settings: WorkerSettings) -> faust.App:
     """A configured Faust app; ``app.mlwatcher`` holds its :class:`WorkerRuntime`."""
     # One BLAS thread: the engine's matrix products are small, and waking BLAS threads on
     # busy cores costs milliseconds per product (measured: a 25k-element dot 0.1 ms alone,
     # 4.7 ms with 2 threads under load). A worker scales by partitions and processes.
     threadpool_limits(limits=1, user_api="blas")
-    # The metric engine's compiled loops, before the event loop starts: compiling them at the
-    # first window close would block the loop for seconds (loading numba's cache: ~0.3 s).
-    log.info("metric engine's compiled loops ready (%.1f s)", warm_up())
+    # The metric engine's compiled loops, loaded from numba's cache (or compiled) beside the
+    # app's start-up rather than before it: workers started together then join the group
+    # together (Faust's sticky assignor left a member that joined ~1 s late with no
+    # partition); a batch that comes first waits on numba's lock until the warm-up is done.
+    threading.Thread(target=_warm_up_engine, name="mlwatcher-warm-up", daemon=True).start()
     # Before any connection: a bad -X option fails here, naming the option.
     credentials = broker_credentials(settings.kafka_options)
     partitions = prepare_topics(settings)
