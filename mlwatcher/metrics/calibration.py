@@ -25,14 +25,19 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlwatcher.metrics.inputs import MetricInputError, predicted_classes
-from mlwatcher.point import COUNTER, GAUGE
+from mlwatcher.point import COUNTER, GAUGE, PointBlock
 
 N_BINS = 15
 #: reference rows a bin needs before its accuracy outweighs the raw probability (see the map)
 PRIOR_ROWS = 10.0
 
 
-_BIN_EXTRAS = [{"bin": str(b)} for b in range(N_BINS)]
+# per bin in turn: its rows, its mean confidence and its accuracy
+_BIN_POINTS = PointBlock.of(
+    ["calibration_bin_rows", "calibration_bin_confidence", "calibration_bin_accuracy"] * N_BINS,
+    [COUNTER, GAUGE, GAUGE] * N_BINS,
+    extra=[{"bin": str(b)} for b in range(N_BINS) for _ in range(3)],
+)
 
 
 class PointAdder(Protocol):
@@ -41,13 +46,7 @@ class PointAdder(Protocol):
 
     def add(self, what: str, target_type: str, value: float, **props: Any) -> None: ...
 
-    def add_rows(
-        self,
-        what: str | Sequence[str],
-        target_type: str | Sequence[str],
-        values: Sequence[float] | np.ndarray,
-        **props: Any,
-    ) -> None: ...
+    def add_rows(self, block: PointBlock, values: Sequence[float] | np.ndarray) -> None: ...
 
 
 class LabelledCounters(Protocol):
@@ -113,16 +112,10 @@ def add_points(out: PointAdder, counters: LabelledCounters) -> None:
         counters.reliability_correct,
     )
     out.add("expected_calibration_error", GAUGE, expected_calibration_error(rows, total, hits))
-    # Per bin in turn: its rows, and (if it has any: 0/0 is not finite, so dropped) its mean
-    # confidence and accuracy.
+    # An empty bin's mean confidence and accuracy are 0/0: not finite, so dropped.
     with np.errstate(invalid="ignore", divide="ignore"):
         per_bin = np.column_stack((rows, total / rows, hits / rows))
-    out.add_rows(
-        ["calibration_bin_rows", "calibration_bin_confidence", "calibration_bin_accuracy"] * N_BINS,
-        [COUNTER, GAUGE, GAUGE] * N_BINS,
-        per_bin,
-        extra=[extra for extra in _BIN_EXTRAS for _ in range(3)],
-    )
+    out.add_rows(_BIN_POINTS, per_bin)
 
 
 @dataclass(slots=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from mlwatcher.metrics import calibration, columns, drift, estimated
+from mlwatcher.metrics import blocks, calibration, columns, drift, estimated
 from mlwatcher.metrics.calibration import PointAdder
 from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.metrics.inputs import (
@@ -22,7 +22,7 @@ from mlwatcher.metrics.inputs import (
 )
 from mlwatcher.metrics.reference import ReferenceProfile
 from mlwatcher.metrics.stats import STATS, row_summaries
-from mlwatcher.point import COUNTER, GAUGE, Point
+from mlwatcher.point import COUNTER, GAUGE, Point, PointBlock
 from mlwatcher.validation import check_threshold
 
 
@@ -54,26 +54,9 @@ class PointList:
         if math.isfinite(value):
             self.items.append(Point(what, target_type, value, **props))
 
-    def add_rows(
-        self,
-        what: str | Sequence[str],
-        target_type: str | Sequence[str],
-        values: Sequence[float] | np.ndarray,
-        **props: Any,
-    ) -> None:
-        """``add(what[i], target_type[i], values[i], **{k: v[i]})`` for each point ``i``; an
-        argument given once (a string, a mapping or None) holds for every point."""
-        values = np.asarray(values, dtype=np.float64).ravel()
-        count = values.size
-        whats = [what] * count if isinstance(what, str) else what
-        types = [target_type] * count if isinstance(target_type, str) else target_type
-        spread = {
-            name: [value] * count if value is None or isinstance(value, str | Mapping) else value
-            for name, value in props.items()
-        }
-        for i, value in enumerate(values.tolist()):
-            props_i = {name: v[i] for name, v in spread.items() if v[i] is not None}
-            self.add(whats[i], types[i], value, **props_i)
+    def add_rows(self, block: PointBlock, values: Sequence[float] | np.ndarray) -> None:
+        """The block's points with these values (one per point), non-finite values dropped."""
+        self.items.extend(block.points(np.asarray(values, dtype=np.float64).ravel().tolist()))
 
     def add_per_feature(
         self, what: str, values: np.ndarray, names: list[str], stat: str | None = None
@@ -115,9 +98,8 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(num.shape), where=den != 0)
 
 
-def _pred_class_extras(classes: list[str]) -> list[Mapping[str, str] | None]:
-    """The ``pred_class`` property of a confusion-matrix row's points, one per column."""
-    return [{"pred_class": name} for name in classes]
+_LABEL_WHATS = ("label_count", "label_freq", "accuracy", "precision", "recall", "f1")
+_LABEL_TYPES = (COUNTER, GAUGE, GAUGE, GAUGE, GAUGE, GAUGE)
 
 
 def _label_points(out: PointSink, counters: ExactCounters, classes: list[str]) -> None:
@@ -138,29 +120,26 @@ def _label_points(out: PointSink, counters: ExactCounters, classes: list[str]) -
         "f1": _divide(2 * tp, 2 * tp + fp + fn),
     }
     # Per class in turn: its count and share, its four scores, its row of the confusion matrix.
-    n_classes = len(classes)
-    block = 6 + n_classes
     per_class_values = np.column_stack((support, support / total, *per_class.values(), confusion))
-    whats = ["label_count", "label_freq", *per_class, *["confusion_count"] * n_classes]
-    types = [COUNTER, GAUGE, GAUGE, GAUGE, GAUGE, GAUGE, *[COUNTER] * n_classes]
-    extras = [None] * 6 + _pred_class_extras(classes)
-    out.add_rows(
-        whats * n_classes,
-        types * n_classes,
-        per_class_values,
-        class_name=[name for name in classes for _ in range(block)],
-        extra=extras * n_classes,
+    layout = blocks.per_class(
+        tuple(classes), _LABEL_WHATS, _LABEL_TYPES, ("confusion_count", COUNTER)
     )
+    out.add_rows(layout, per_class_values)
     out.add("overall_accuracy", GAUGE, tp.sum() / total)
     micro_p = tp.sum() / (tp.sum() + fp.sum()) if (tp.sum() + fp.sum()) else 0.0
     micro_r = tp.sum() / (tp.sum() + fn.sum()) if (tp.sum() + fn.sum()) else 0.0
     micro_f = 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum())
     micro = {"precision": micro_p, "recall": micro_r, "f1": micro_f}
-    for what in ("precision", "recall", "f1"):
-        values = per_class[what]
-        out.add(what, GAUGE, values.mean(), extra={"average": "macro"})
-        out.add(what, GAUGE, micro[what], extra={"average": "micro"})
-        out.add(what, GAUGE, np.dot(values, support) / total, extra={"average": "weighted"})
+    averaged = [
+        average
+        for what in blocks.AVERAGED
+        for average in (
+            per_class[what].mean(),
+            micro[what],
+            np.dot(per_class[what], support) / total,
+        )
+    ]
+    out.add_rows(blocks.averages(""), averaged)
     out.add("log_loss", GAUGE, counters.log_loss_sum / total)
 
 
@@ -182,10 +161,8 @@ def label_points(counters: ExactCounters, class_names: Sequence[str] | None = No
     return out.items
 
 
-def _stat_points(
-    out: PointSink, what: str, stats: dict[str, np.ndarray], row: int, **props: Any
-) -> None:
-    out.add_rows(what, GAUGE, [stats[stat][row] for stat in STATS], stat=list(STATS), **props)
+def _stat_points(out: PointSink, what: str, stats: dict[str, np.ndarray], row: int) -> None:
+    out.add_rows(blocks.stat_series(what), [stats[stat][row] for stat in STATS])
 
 
 def _drift_points(out: PointSink, what: str, values: dict[str, float], **props: Any) -> None:
@@ -226,15 +203,8 @@ def collect_from_parts(
     out.add("rows_seen", COUNTER, rows)
     out.add("buffer_count", COUNTER, n_sample)
     counts = counters.pred_counts.astype(np.float64)
-    if rows:  # per class in turn: its count and its share
-        out.add_rows(
-            ["prediction_count", "prediction_freq"] * len(classes),
-            [COUNTER, GAUGE] * len(classes),
-            np.column_stack((counts, counts / rows)),
-            class_name=[name for name in classes for _ in range(2)],
-        )
-    else:
-        out.add_rows("prediction_count", COUNTER, counts, class_name=classes)
+    per_class = blocks.prediction_counts(tuple(classes), with_share=rows > 0)
+    out.add_rows(per_class, np.column_stack((counts, counts / rows)) if rows else counts)
 
     summaries: dict[str, np.ndarray] = {}
     if n_sample:

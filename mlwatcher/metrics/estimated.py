@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from mlwatcher.metrics import blocks
 from mlwatcher.metrics.calibration import CalibrationMap, PointAdder
 from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.point import GAUGE
@@ -122,18 +123,11 @@ def add_points(
     out.add(PREFIX + "overall_accuracy", GAUGE, values["overall_accuracy"])
     out.add(PREFIX + "overall_accuracy_stderr", GAUGE, math.sqrt(variance) / rows)
     # Per class in turn: its four scores, then its row of the expected confusion matrix.
-    n_classes = len(classes)
-    scores_of = [values[what] for what in _SCORES]
-    block_whats = [PREFIX + what for what in _SCORES] + [PREFIX + "confusion_count"] * n_classes
-    block_extras: list[dict[str, str] | None] = [None] * len(_SCORES)
-    block_extras += [{"pred_class": name} for name in classes]
-    out.add_rows(
-        block_whats * n_classes,
-        GAUGE,
-        np.column_stack((*scores_of, confusion)),
-        class_name=[name for name in classes for _ in range(len(block_whats))],
-        extra=block_extras * n_classes,
-    )
-    for what in ("precision", "recall", "f1"):
-        for average in ("macro", "micro", "weighted"):
-            out.add(PREFIX + what, GAUGE, values[f"{what}_{average}"], extra={"average": average})
+    names = tuple(classes)
+    whats = tuple(PREFIX + what for what in _SCORES)
+    per_class = blocks.per_class(names, whats, (GAUGE,) * 4, (PREFIX + "confusion_count", GAUGE))
+    out.add_rows(per_class, np.column_stack((*(values[what] for what in _SCORES), confusion)))
+    averaged = [
+        values[f"{what}_{average}"] for what in blocks.AVERAGED for average in blocks.AVERAGES
+    ]
+    out.add_rows(blocks.averages(PREFIX), averaged)

@@ -7,21 +7,26 @@ float64 values, decode with ``np.frombuffer`` instead of one Avro record per poi
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from mlwatcher.point import Point
+from mlwatcher.point import Point, PointBlock
 from mlwatcher.schemas.codec import SchemaDecodeError
 
 TARGET_TYPES = ("gauge", "counter")
 _INDEX_COLUMNS = ("what", "class_name", "feat_name", "stat", "extra")
 _INDEX = np.dtype("<i4")
 _VALUE = np.dtype("<f8")
+_COLUMN_TYPES = {**{name: _INDEX for name in _INDEX_COLUMNS}, "target_type": np.dtype(np.uint8)}
+_COLUMNS = tuple(_COLUMN_TYPES)
+_SMALL_BLOCK = 256  # points
 
 
 def extra_json(extra: Any) -> str:
@@ -175,13 +180,82 @@ def _target_type_code(target_type: str) -> int:
     return TARGET_TYPES.index(target_type)
 
 
-def _per_point(given: Any, count: int, single: type) -> Sequence[Any]:
-    """``given`` as one entry per point: a sequence as it is, one value (or None) repeated."""
-    if given is None or isinstance(given, single):
-        return [given] * count
-    if len(given) != count:
-        raise ValueError(f"expected one entry per point ({count}), got {len(given)}")
-    return given  # type: ignore[no-any-return]
+def _extra_text(extra: Mapping[str, str] | None) -> str | None:
+    """The string an extra-properties mapping is stored as (None when it is empty)."""
+    return _extra_json_of(tuple(extra.items())) if extra else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _extra_json_of(items: tuple[tuple[str, str], ...]) -> str:
+    # the same few mappings (pred_class, average, bin) recur in every window of every agent
+    return extra_json(dict(items))
+
+
+class _EncodedBlock:
+    """A :class:`PointBlock` as the builder stores it: the strings of each index column,
+    the distinct strings in order of first use, the target-type codes."""
+
+    def __init__(self, texts: list[tuple[str | None, ...]], types: np.ndarray) -> None:
+        self.texts = texts
+        self.types = types
+        # point by point, field by field: the order one ``add`` per point numbers them in
+        used = (text for point in zip(*texts, strict=True) for text in point)
+        self.distinct = [text for text in dict.fromkeys(used) if text is not None]
+        self._memo: tuple[list[int], dict[str, np.ndarray]] | None = None
+        self._subsets: dict[tuple[int, ...], _EncodedBlock] = {}
+
+    @classmethod
+    def of(cls, block: PointBlock) -> _EncodedBlock:
+        extras = tuple(_extra_text(extra) for extra in block.extra)
+        texts = [block.what, block.class_name, block.feat_name, block.stat, extras]
+        types = np.array([_target_type_code(t) for t in block.target_type], np.uint8)
+        return cls(texts, types)
+
+    def columns(self, refs: list[int]) -> dict[str, np.ndarray]:
+        """The index and target-type columns when ``distinct[i]`` is numbered ``refs[i]``."""
+        memo = self._memo
+        if memo is not None and memo[0] == refs:
+            return memo[1]
+        lookup: dict[str | None, int] = dict(zip(self.distinct, refs, strict=True))
+        lookup[None] = -1
+        count = self.types.shape[0]
+        columns = {
+            name: np.fromiter(map(lookup.__getitem__, texts), _INDEX, count)
+            for name, texts in zip(_INDEX_COLUMNS, self.texts, strict=True)
+        }
+        columns["target_type"] = self.types
+        self._memo = (refs, columns)  # one assignment: a racing close sees old or new
+        return columns
+
+    def subset(self, keep: list[int]) -> _EncodedBlock:
+        """The block of the points at these positions (the others' values not finite)."""
+        key = tuple(keep)
+        found = self._subsets.get(key)
+        if found is None:
+            texts = [tuple(column[i] for i in keep) for column in self.texts]
+            found = _EncodedBlock(texts, self.types[keep])
+            if len(self._subsets) < _MAX_SUBSETS:
+                self._subsets[key] = found
+        return found
+
+
+_ENCODED: weakref.WeakKeyDictionary[PointBlock, _EncodedBlock] = weakref.WeakKeyDictionary()
+_MAX_SUBSETS = 16  # e.g. the empty reliability bins of a window: few patterns recur
+
+
+def _encoded(block: PointBlock) -> _EncodedBlock:
+    found = _ENCODED.get(block)
+    if found is None:
+        found = _ENCODED[block] = _EncodedBlock.of(block)
+    return found
+
+
+def _finite_positions(values: np.ndarray) -> list[int] | None:
+    """Positions of the finite values, or None when every value is finite."""
+    finite = np.isfinite(values)
+    if np.count_nonzero(finite) == finite.size:
+        return None
+    return np.flatnonzero(finite).tolist()
 
 
 class PointColumnsBuilder:
@@ -196,7 +270,6 @@ class PointColumnsBuilder:
 
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
-        self._extras: dict[tuple[tuple[str, str], ...], int] = {}
         self._chunks: list[dict[str, np.ndarray]] = []
         self._pending: dict[str, list[Any]] = self._empty_pending()
         # id(names) -> (names, indices of all names): feature lists repeat for every stat
@@ -210,15 +283,6 @@ class PointColumnsBuilder:
         if text is None:
             return -1
         return self._index.setdefault(text, len(self._index))
-
-    def _extra_ref(self, extra: Mapping[str, str]) -> int:
-        if not extra:
-            return -1
-        key = tuple(extra.items())
-        found = self._extras.get(key)
-        if found is None:
-            found = self._extras[key] = self._ref(extra_json(extra))
-        return found
 
     def add(
         self,
@@ -240,66 +304,33 @@ class PointColumnsBuilder:
         pending["class_name"].append(self._ref(class_name))
         pending["feat_name"].append(self._ref(feat_name))
         pending["stat"].append(self._ref(stat))
-        pending["extra"].append(self._extra_ref(extra or {}))
+        pending["extra"].append(self._ref(_extra_text(extra)))
         pending["target_type"].append(code)
         pending["value"].append(value)
 
-    def add_rows(
-        self,
-        what: str | Sequence[str],
-        target_type: str | Sequence[str],
-        values: Sequence[float] | np.ndarray,
-        class_name: str | Sequence[str | None] | None = None,
-        feat_name: str | Sequence[str | None] | None = None,
-        stat: str | Sequence[str | None] | None = None,
-        extra: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
-    ) -> None:
-        """``add(what[i], target_type[i], values[i], class_name[i], ...)`` for each ``i`` in
-        turn; an argument given once (a string, a mapping or None) holds for every point.
+    def add_rows(self, block: PointBlock, values: Sequence[float] | np.ndarray) -> None:
+        """The block's points with these values (one per point), as one ``add`` per point
+        would put them: same columns, same string numbering, non-finite values dropped.
 
-        The same columns and string numbering as the ``add`` calls, without their per-point
-        overhead: a constant field's string is numbered at the first point kept, and only the
-        varying fields are looked up per point.
+        The block's strings are numbered once (not once per point), and its columns are
+        reused while that numbering repeats, as it does in every window of an agent.
         """
         values = np.asarray(values, dtype=_VALUE).ravel()
-        count = values.size
-        fields = [what, class_name, feat_name, stat]
-        if isinstance(target_type, str):
-            types = np.full(count, _target_type_code(target_type), np.uint8)
-        else:
-            types = np.array([_target_type_code(t) for t in target_type], np.uint8)
-        keep = np.flatnonzero(np.isfinite(values)).tolist()
-        if not keep:
-            return
-        extras = _per_point(extra, count, Mapping)
-        columns = [_per_point(field, count, str) for field in fields]
-        first = keep[0]
-        refs = [self._ref(column[first]) for column in columns]
-        refs.append(self._extra_ref(extras[first] or {}))
-        varying = [c for c, f in enumerate(fields) if not (f is None or isinstance(f, str))]
-        out = {k: [refs[k]] for k in range(5)}
-        extra_refs: dict[int, int] = {}
-        extra_varies = not (extra is None or isinstance(extra, Mapping))
-        for i in keep[1:]:
-            for k in varying:
-                out[k].append(self._ref(columns[k][i]))
-            if extra_varies:
-                mapping = extras[i]
-                found = extra_refs.get(id(mapping))
-                if found is None:
-                    found = extra_refs[id(mapping)] = self._extra_ref(mapping or {})
-                out[4].append(found)
-        kept = len(keep)
+        if values.size != len(block):
+            raise ValueError(f"add_rows: {len(block)} points, got {values.size} values")
+        encoded = _encoded(block)
+        keep = _finite_positions(values)
+        if keep is not None:
+            if not keep:
+                return
+            encoded = encoded.subset(keep)
+            values = values[keep]
+        index = self._index
+        refs = [index.setdefault(text, len(index)) for text in encoded.distinct]
         self._flush()
-        chunk = {
-            name: np.asarray(out[k], _INDEX) if len(out[k]) == kept else np.full(kept, refs[k])
-            for k, name in enumerate(("what", "class_name", "feat_name", "stat", "extra"))
-        }
-        chunk["target_type"] = types[keep]
-        chunk["value"] = values[keep]
-        self._chunks.append(
-            {name: chunk[name] for name in (*_INDEX_COLUMNS, "target_type", "value")}
-        )
+        chunk = dict(encoded.columns(refs))
+        chunk["value"] = values.copy() if keep is None else values
+        self._chunks.append(chunk)
 
     def add_per_feature(
         self, what: str, values: np.ndarray, names: Sequence[str], stat: str | None = None
@@ -309,9 +340,8 @@ class PointColumnsBuilder:
         ``names`` must not change between calls (its indices are cached by identity).
         """
         values = np.asarray(values, dtype=_VALUE)
-        finite = np.isfinite(values)
-        everything = bool(finite.all())
-        keep = None if everything else np.flatnonzero(finite)
+        positions = _finite_positions(values)
+        keep = None if positions is None else np.asarray(positions, dtype=np.intp)
         count = values.shape[0] if keep is None else keep.shape[0]
         if count == 0:
             return
@@ -320,18 +350,8 @@ class PointColumnsBuilder:
         self._ref(names[first])  # numbered before ``stat``, as point by point
         stat_ref = self._ref(stat)
         refs = self._name_refs(names, keep)
-        self._flush()
-        self._chunks.append(
-            {
-                "what": np.full(count, what_ref, _INDEX),
-                "class_name": np.full(count, -1, _INDEX),
-                "feat_name": refs,
-                "stat": np.full(count, stat_ref, _INDEX),
-                "extra": np.full(count, -1, _INDEX),
-                "target_type": np.zeros(count, np.uint8),
-                "value": values.copy() if keep is None else values[keep],
-            }
-        )
+        kept_values = values if keep is None else values[keep]
+        self._extend(count, what_ref, -1, refs, stat_ref, -1, 0, kept_values)
 
     def add_interleaved(
         self,
@@ -346,7 +366,7 @@ class PointColumnsBuilder:
         values = np.stack([np.asarray(c, dtype=_VALUE) for c in columns], axis=1).ravel()
         if values.size == 0:
             return
-        if not np.isfinite(values).all() or target_type not in TARGET_TYPES:
+        if _finite_positions(values) is not None or target_type not in TARGET_TYPES:
             for k, name in enumerate(names):
                 for i, what in enumerate(whats):
                     self.add(what, target_type, columns[i][k], feat_name=name)
@@ -355,19 +375,43 @@ class PointColumnsBuilder:
         self._ref(names[0])  # numbered before the second ``what``, as point by point
         what_refs = [first, *(self._ref(what) for what in whats[1:])]
         refs = self._name_refs(names, None)
-        self._flush()
-        count, width = values.size, len(whats)
-        self._chunks.append(
-            {
-                "what": np.tile(np.asarray(what_refs, _INDEX), len(names)),
-                "class_name": np.full(count, -1, _INDEX),
-                "feat_name": np.repeat(refs, width),
-                "stat": np.full(count, -1, _INDEX),
-                "extra": np.full(count, -1, _INDEX),
-                "target_type": np.full(count, TARGET_TYPES.index(target_type), np.uint8),
-                "value": values,
-            }
+        self._extend(
+            values.size,
+            np.tile(np.asarray(what_refs, _INDEX), len(names)),
+            -1,
+            np.repeat(refs, len(whats)),
+            -1,
+            -1,
+            TARGET_TYPES.index(target_type),
+            values,
         )
+
+    def _extend(self, count: int, *fields: int | Sequence[int] | np.ndarray) -> None:
+        """``count`` points, one value per point in the last field; each other field (the
+        index columns, then the target type code) one int for all points or one per point.
+
+        Small blocks join the pending lists (a NumPy call costs more than a few hundred list
+        items); large ones become arrays at once.
+        """
+        *indices, values = fields
+        if count < _SMALL_BLOCK:
+            pending = self._pending
+            for name, field in zip(_COLUMNS, indices, strict=True):
+                if isinstance(field, int):
+                    pending[name].extend([field] * count)
+                else:
+                    pending[name].extend(field.tolist() if isinstance(field, np.ndarray) else field)
+            pending["value"].extend(np.asarray(values).tolist())
+            return
+        self._flush()
+        chunk = {
+            name: np.full(count, field, dtype)
+            if isinstance(field, int)
+            else np.asarray(field, dtype)
+            for (name, dtype), field in zip(_COLUMN_TYPES.items(), indices, strict=True)
+        }
+        chunk["value"] = np.array(values, dtype=_VALUE)  # a copy: callers may reuse theirs
+        self._chunks.append(chunk)
 
     def _name_refs(self, names: Sequence[str], keep: np.ndarray | None) -> np.ndarray:
         cached = self._names.get(id(names))

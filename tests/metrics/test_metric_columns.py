@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from mlwatcher.metrics import ReferenceProfile, WindowState
+from mlwatcher.metrics.compute import PointList
 from mlwatcher.metrics.counters import ExactCounters
-from mlwatcher.point import Point
+from mlwatcher.point import Point, PointBlock
 from mlwatcher.schemas import MetricRecord, PointColumns
 from mlwatcher.schemas.point_columns import PointColumnsBuilder
 
@@ -153,29 +154,62 @@ def test_builder_interleaves_per_feature_series_as_point_by_point() -> None:
 @pytest.mark.parametrize("first_finite", [True, False])
 def test_builder_add_rows_equals_one_add_per_point(first_finite: bool) -> None:
     # Mixed constant and varying fields, shared and distinct extras, a non-finite first
-    # point (its strings must not be numbered) and one in the middle.
+    # point (its strings must not be numbered) and one in the middle; the same block twice
+    # (its columns are reused) and once more after other strings shift the numbering.
     extras = [{"pred_class": "p0"}, None, {"pred_class": "p1"}, {"pred_class": "p0"}]
-    calls = dict(
-        what=["label_count", "accuracy", "confusion_count", "confusion_count"],
-        target_type=["counter", "gauge", "counter", "counter"],
-        values=[1.0 if first_finite else np.nan, 0.5, np.inf, 2.0],
+    block = PointBlock.of(
+        ["label_count", "accuracy", "confusion_count", "confusion_count"],
+        ["counter", "gauge", "counter", "counter"],
         class_name=["c0", "c1", "c2", "c1"],
         stat="s",
         extra=extras,
     )
-    one_by_one, rows = PointColumnsBuilder(), PointColumnsBuilder()
-    for builder in (one_by_one, rows):
-        builder.add("rows_seen", "counter", 3.0, class_name="c1")
-    for i in range(4):
-        one_by_one.add(
-            calls["what"][i],  # type: ignore[index]
-            calls["target_type"][i],  # type: ignore[index]
-            calls["values"][i],  # type: ignore[index]
-            class_name=calls["class_name"][i],  # type: ignore[index]
-            stat="s",
-            extra=extras[i],
+    rounds = [
+        [1.0 if first_finite else np.nan, 0.5, np.inf, 2.0],
+        [3.0, 0.25, 1.0, 2.0],
+        [1.0 if first_finite else np.nan, 0.5, np.inf, 2.0],
+    ]
+    for _ in range(2):  # a second builder meets the block's memo
+        one_by_one, rows = PointColumnsBuilder(), PointColumnsBuilder()
+        for k, values in enumerate(rounds):
+            for builder in (one_by_one, rows):
+                builder.add("rows_seen", "counter", 3.0, class_name=f"c{k}")
+            for i, value in enumerate(values):
+                one_by_one.add(
+                    block.what[i],
+                    block.target_type[i],
+                    value,
+                    class_name=block.class_name[i],
+                    stat="s",
+                    extra=extras[i],
+                )
+            rows.add_rows(block, values)
+        assert rows.build().same_as(one_by_one.build())
+    points = PointList()
+    points.add_rows(block, rounds[0])
+    expected = PointColumns.from_points(one_by_one_points(block, rounds[0]))
+    assert PointColumns.from_points(points.items).same_as(expected)
+
+
+def one_by_one_points(block: PointBlock, values: list[float]) -> list[Point]:
+    return [
+        Point(
+            block.what[i],
+            block.target_type[i],
+            value,
+            block.class_name[i],
+            block.feat_name[i],
+            block.stat[i],
+            dict(block.extra[i] or {}),
         )
-    rows.add_rows(**calls)  # type: ignore[arg-type]
-    assert rows.build().same_as(one_by_one.build())
-    with pytest.raises(ValueError, match="one entry per point"):
-        PointColumnsBuilder().add_rows("x", "gauge", [1.0, 2.0], class_name=["a"])
+        for i, value in enumerate(values)
+        if np.isfinite(value)
+    ]
+
+
+def test_point_block_refuses_fields_of_different_lengths_and_wrong_value_counts() -> None:
+    with pytest.raises(ValueError, match="different lengths"):
+        PointBlock.of(["x", "y"], "gauge", class_name=["a"])
+    block = PointBlock.of("x", "gauge", class_name=["a", "b"])
+    with pytest.raises(ValueError, match="2 points, got 3 values"):
+        PointColumnsBuilder().add_rows(block, [1.0, 2.0, 3.0])
