@@ -84,6 +84,9 @@ def main() -> None:
         "--wall", action="store_true", help="wall clock with the default close threads"
     )
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument(
+        "--only", metavar="TEXT", help="only the shapes whose name contains TEXT (e.g. '10k x 100')"
+    )
     args = parser.parse_args()
     clock = time.perf_counter if args.wall else time.process_time
     engines = {"before": _checkout(args.before), "after": _checkout(args.after)}
@@ -93,6 +96,8 @@ def main() -> None:
     what = "wall clock, default threads" if args.wall else "process CPU time, one thread"
     print(f"window close, best of {args.rounds} rounds ({what}); ms and / one np.sort")
     for name, rows, n_features, kind, dtype in SHAPES:
+        if args.only and args.only not in name:
+            continue
         closes: dict[str, Callable[[], object]] = {}
         for label, engine in engines.items():
             state = _filled(engine, rows, n_features, dtype, seed=1)

@@ -148,61 +148,14 @@ def kstwo_sf(d: np.ndarray, n: np.ndarray) -> np.ndarray:
     tail = usual & (nxx >= 2.2)
     series = usual & (nxx < 2.2) & ((n > 100000) | (n * d**1.5 > 1.4))
     with np.errstate(divide="ignore"):  # d = 0 is never in ``series``
-        series &= -_PI_SQUARED / 8 / nxx >= -708  # else SciPy's cdf underflows to 0
+        series &= -(np.pi**2) / 8 / nxx >= -708  # else SciPy's cdf underflows to 0
     out[tail] = np.clip(2 * special.smirnov(n[tail], d[tail]), 0.0, 1.0)
     if series.any():
-        out[series] = np.clip(1.0 - _pelz_good_cdf(n[series], d[series]), 0.0, 1.0)
+        out[series] = np.clip(1.0 - kernels.pelz_good_cdf(n[series], d[series]), 0.0, 1.0)
     rest = ~(tail | series)
     if rest.any():
         out[rest] = stats.kstwo.sf(d[rest], n[rest])
     return out
-
-
-_PI_SQUARED, _PI_FOUR, _PI_SIX = np.pi**2, np.pi**4, np.pi**6
-_SQRT2PI, _SQRT3 = np.sqrt(2 * np.pi), np.sqrt(3)
-
-
-def _pelz_good_cdf(n: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """SciPy's ``_kolmogn_PelzGood(n, x, cdf=True)`` for arrays (same terms, same order)."""
-    z = np.sqrt(n) * x
-    zsquared, zthree, zfour, zsix = z**2, z**3, z**4, z**6
-    q = np.exp(-_PI_SQUARED / 8 / zsquared)
-    k1a, k1b = -zsquared, _PI_SQUARED / 4
-    k2a = 6 * zsix + 2 * zfour
-    k2b = (2 * zfour - 5 * zsquared) * _PI_SQUARED / 4
-    k2c = _PI_FOUR * (1 - 2 * zsquared) / 16
-    k3d = _PI_SIX * (5 - 30 * zsquared) / 64
-    k3c = _PI_FOUR * (-60 * zsquared + 212 * zfour) / 16
-    k3b = _PI_SQUARED * (135 * zfour - 96 * zsix) / 4
-    k3a = -30 * zsix - 90 * z**8
-    terms = np.zeros((4, z.size))
-    maxk = np.ceil(16 * z / np.pi).astype(np.int64)
-    for k in range(int(maxk.max()), 0, -1):  # Horner over odd m = 2k - 1, as SciPy
-        on = k <= maxk
-        m2 = (2 * k - 1) ** 2
-        coeffs = np.stack(
-            [
-                np.ones(z.size),
-                k1a + k1b * m2,
-                k2a + k2b * m2 + k2c * m2**2,
-                k3a + k3b * m2 + k3c * m2**2 + k3d * m2**3,
-            ]
-        )
-        terms[:, on] = terms[:, on] * np.power(q[on], 8 * k) + coeffs[:, on]
-    terms *= q
-    terms *= _SQRT2PI
-    terms /= np.stack([z, 6 * zfour, 72 * z**7, 6480 * z**10])
-    ks = np.arange(int(maxk.max()), 0, -1, dtype=np.float64)[None, :]
-    ks = np.where(ks <= maxk[:, None], ks, 0.0)  # k = 0 adds nothing to either sum
-    q2 = np.exp(-_PI_SQUARED / 2 / zsquared)[:, None]
-    qpowers = np.where(ks > 0, q2 ** (ks**2), 0.0)
-    sqrt3z = (_SQRT3 * z)[:, None]
-    k2extra = np.sum(ks**2 * qpowers, axis=1) * (_PI_SQUARED * _SQRT2PI / (-36 * zthree))
-    k3extra = np.sum((sqrt3z + np.pi * ks) * (sqrt3z - np.pi * ks) * ks**2 * qpowers, axis=1)
-    terms[2] += k2extra
-    terms[3] += k3extra * (_PI_SQUARED * _SQRT2PI / (216 * zsix))
-    terms /= np.power(n * 1.0, np.arange(4)[:, None] / 2.0)
-    return terms[0] + terms[1] + terms[2] + terms[3]
 
 
 def ks_critical(n: Any, m: Any, alpha: float = ALPHA) -> Any:

@@ -115,6 +115,20 @@ def test_prediction_summaries(compiled: bool) -> None:
     np.testing.assert_allclose(plogp, expected, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
+def test_pelz_good_cdf_is_scipys_series(compiled: bool) -> None:
+    # SciPy's own scalar series, value by value, over the sizes and statistics the p-values
+    # send it (n > 140, z = sqrt(n) d from the far left tail to the KS test's usual range).
+    from scipy.stats._ksstats import _kolmogn_PelzGood
+
+    rng = np.random.default_rng(5)
+    n = rng.integers(141, 200_000, 500).astype(float)
+    d = rng.uniform(0.05, 3.0, 500) / np.sqrt(n)
+    expected = np.array([_kolmogn_PelzGood(a, b, cdf=True) for a, b in zip(n, d, strict=True)])
+    got = kernels.pelz_good_cdf(n, d, compiled=compiled)
+    assert np.allclose(got, expected, rtol=1e-13, atol=0)
+
+
 @pytest.mark.parametrize("n_classes", [2, 3, 10])
 @pytest.mark.parametrize("labels", ["all", "some", "none", "absent"])
 def test_batch_counts_equal_their_definitions(n_classes: int, labels: str) -> None:
