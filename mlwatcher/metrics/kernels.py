@@ -10,9 +10,10 @@ The window close:
 * :func:`prediction_summaries`: the top two probabilities and ``Σ p log p`` of every row.
 * :func:`pelz_good_cdf`: the series behind the KS p-values of large samples.
 
-The update of one batch: :func:`predicted_classes`, :func:`batch_counts` (its probability
-and label counters), :func:`replacement_slots` (the reservoir slots it writes) and
-:func:`scatter_rows` (the write).
+The update of one batch: :func:`probabilities_within` (the fast path of its validation),
+:func:`predicted_classes`, :func:`batch_counts` (its probability and label counters),
+:func:`replacement_slots` (the reservoir slots it writes) and :func:`scatter_rows` (the
+write).
 
 Without numba (``pip install mlwatcher[worker]`` brings it; a Python release numba does not
 support yet would not) or with ``MLWATCHER_NUMBA=0``, the NumPy twins run: same contract,
@@ -616,6 +617,36 @@ def _batch_counts_numpy(
         np.bincount(lab_bins, weights=lab_confidence, minlength=n_bins),
         np.bincount(lab_bins[pred == labelled], minlength=n_bins).astype(np.int64, copy=False),
     )
+
+
+def _probabilities_within_loop(probs: np.ndarray, tolerance: float) -> bool:
+    rows, n_classes = probs.shape
+    for r in range(rows):
+        total = 0.0
+        for c in range(n_classes):
+            p = probs[r, c]
+            if not (p >= 0.0 and p <= 1.0):  # NaN fails both
+                return False
+            total += p
+        if abs(total - 1.0) > tolerance:
+            return False
+    return True
+
+
+_probabilities_within_compiled = _compiled(_probabilities_within_loop)
+
+
+def probabilities_within(
+    probs: np.ndarray, tolerance: float, *, compiled: bool | None = None
+) -> bool:
+    """Whether every value of the float64 matrix ``probs`` lies in [0, 1] and every row sums
+    to 1 within ``tolerance``, in one read that stops at the first failure.
+    ``compiled``: as for :func:`row_moments`."""
+    if use_compiled(compiled):
+        return bool(_probabilities_within_compiled(probs, float(tolerance)))
+    if not (probs.min() >= 0.0 and probs.max() <= 1.0):
+        return False
+    return bool(np.abs(probs.sum(axis=1) - 1.0).max() <= tolerance)
 
 
 def _predicted_classes_loop(probs: np.ndarray, threshold: float, out: np.ndarray) -> None:

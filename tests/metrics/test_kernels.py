@@ -129,6 +129,21 @@ def test_pelz_good_cdf_is_scipys_series(compiled: bool) -> None:
     assert np.allclose(got, expected, rtol=1e-13, atol=0)
 
 
+@pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
+def test_probabilities_within(compiled: bool) -> None:
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.ones(10), size=500)
+    assert kernels.probabilities_within(probs, 1e-9, compiled=compiled)
+    for row, column, value in ((0, 0, np.nan), (499, 9, np.inf), (7, 3, -1e-300), (3, 2, 1.5)):
+        bad = probs.copy()
+        bad[row, column] = value
+        assert not kernels.probabilities_within(bad, 1.0, compiled=compiled), value
+    off = probs.copy()
+    off[250] *= 1 + 2e-3  # sums to 1.002
+    assert not kernels.probabilities_within(off, 1e-3, compiled=compiled)
+    assert kernels.probabilities_within(off, 3e-3, compiled=compiled)
+
+
 @pytest.mark.parametrize("n_classes", [2, 3, 10])
 @pytest.mark.parametrize("labels", ["all", "some", "none", "absent"])
 def test_batch_counts_equal_their_definitions(n_classes: int, labels: str) -> None:

@@ -175,6 +175,8 @@ def test_batches_without_labels_or_features_are_stored_as_missing() -> None:
         ({"predict_proba": np.ones((2, 3)) / 3}, "predict_proba: expected 2 class columns"),
         ({"predict_proba": np.ones(4)}, "predict_proba: expected a 2-D array"),
         ({"predict_proba": [[0.5, np.nan]]}, "predict_proba: NaN"),
+        ({"predict_proba": [[0.5, 0.5], [1.5, -0.5]]}, r"predict_proba: .* in \[-0.5, 1.5\]"),
+        ({"predict_proba": [[0.5, 0.5], [0.5, 0.502]]}, "predict_proba: .* row 1 sums to 1.002"),
         ({"predict_proba": [[0.5, 0.5]], "labels": [2]}, r"labels: class indices must be in"),
         ({"predict_proba": [[0.5, 0.5]], "labels": [0, 1]}, "labels: expected 1 rows"),
         ({"predict_proba": [[0.5, 0.5]], "labels": [0.5]}, "labels: expected integer"),
@@ -187,6 +189,16 @@ def test_bad_batches_get_specific_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(MetricInputError, match=message):
         state.update(**kwargs)
     assert state.rows_seen == 0
+
+
+def test_rows_at_the_sum_tolerance_are_judged_by_the_contract_check() -> None:
+    # The compiled fast path is stricter than the tolerance; a row just inside it is
+    # accepted (by the contract's check), one just outside refused, with or without numba.
+    state = WindowState(2, 10)
+    state.update([[0.5, 0.5], [0.5, 0.5 + 0.999e-3]])
+    with pytest.raises(MetricInputError, match="row 0 sums to"):
+        state.update([[0.5, 0.5 + 1.001e-3], [0.5, 0.5]])
+    assert state.rows_seen == 2
 
 
 def test_corrupt_bytes_are_refused() -> None:
