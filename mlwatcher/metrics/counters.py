@@ -131,6 +131,7 @@ class ExactCounters:
         """Counters of one batch (``features`` row-major ``(n, n_features)`` or None)."""
         n_rows, n_classes = probs.shape
         counts = kernels.batch_counts(probs, predicted, labels, N_BINS)
+        # every array given (the label ones are zeros without labels): no default to build
         out = cls(
             n_classes=n_classes,
             n_features=n_features,
@@ -139,14 +140,14 @@ class ExactCounters:
             expected_confusion=counts.expected_confusion,
             confidence_rows=counts.confidence_rows,
             confidence_sq_sum=counts.confidence_sq_sum,
+            confusion=counts.confusion,
+            reliability_rows=counts.reliability_rows,
+            reliability_confidence_sum=counts.reliability_confidence_sum,
+            reliability_correct=counts.reliability_correct,
         )
         if labels is not None:
-            out.confusion = counts.confusion
             out.log_loss_sum = counts.log_loss_sum
             out.brier_sum = counts.brier_sum
-            out.reliability_rows = counts.reliability_rows
-            out.reliability_confidence_sum = counts.reliability_confidence_sum
-            out.reliability_correct = counts.reliability_correct
         if n_features:
             if features is None:
                 out.rows_without_features = n_rows
