@@ -270,7 +270,7 @@ class PointColumnsBuilder:
 
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
-        self._chunks: list[dict[str, np.ndarray]] = []
+        self._chunks: list[dict[str, np.ndarray] | dict[str, list[Any]]] = []
         self._pending: dict[str, list[Any]] = self._empty_pending()
         # id(names) -> (names, indices of all names): feature lists repeat for every stat
         self._names: dict[int, tuple[Sequence[str], np.ndarray]] = {}
@@ -424,22 +424,22 @@ class PointColumnsBuilder:
         return refs
 
     def _flush(self) -> None:
-        pending = self._pending
-        if not pending["value"]:
-            return
-        chunk = {name: np.asarray(pending[name], dtype=_INDEX) for name in _INDEX_COLUMNS}
-        chunk["target_type"] = np.asarray(pending["target_type"], dtype=np.uint8)
-        chunk["value"] = np.asarray(pending["value"], dtype=_VALUE)
-        self._chunks.append(chunk)
-        self._pending = self._empty_pending()
+        # the pending lists join the chunks as they are: build converts them in one
+        # concatenation per column, not a few NumPy calls per chunk
+        if self._pending["value"]:
+            self._chunks.append(self._pending)
+            self._pending = self._empty_pending()
 
     def build(self) -> PointColumns:
         self._flush()
         chunks = self._chunks
-        empty = {name: np.empty(0, _INDEX) for name in _INDEX_COLUMNS}
-        empty.update(target_type=np.empty(0, np.uint8), value=np.empty(0, _VALUE))
+        types = {**_COLUMN_TYPES, "value": _VALUE}
         arrays = {
-            name: np.concatenate([c[name] for c in chunks]) if chunks else column
-            for name, column in empty.items()
+            name: (
+                np.concatenate([c[name] for c in chunks], dtype=dtype, casting="unsafe")
+                if chunks
+                else np.empty(0, dtype)
+            )
+            for name, dtype in types.items()
         }
         return PointColumns(strings=list(self._index), **arrays)
