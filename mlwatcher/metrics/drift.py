@@ -349,7 +349,8 @@ def categorical_drift(
         "js_distance": js_distance(observed, reference),
     }
     if categories.size > 1:
-        out["chi2_pvalue"] = float(stats.chi2.sf(chi2, categories.size - 1))
+        # special.chdtrc is what stats.chi2.sf computes, without its ~75 us of dispatch
+        out["chi2_pvalue"] = float(special.chdtrc(categories.size - 1, chi2))
         out["drifted"] = float(out["chi2_pvalue"] < ALPHA and out["psi"] >= PSI_MIN_EFFECT)
     else:
         out["drifted"] = 0.0
