@@ -366,19 +366,30 @@ _PI_SQUARED, _PI_FOUR, _PI_SIX = np.pi**2, np.pi**4, np.pi**6
 _SQRT2PI, _SQRT3 = float(np.sqrt(2 * np.pi)), float(np.sqrt(3))
 
 
+def _pelz_good_coefficients(z: Any, zsquared: Any, zfour: Any, zsix: Any) -> tuple[Any, ...]:
+    """SciPy's ``k1a .. k3d``: the coefficients of the series' terms (scalars or arrays)."""
+    k1a, k1b = -zsquared, _PI_SQUARED / 4
+    k2a = 6 * zsix + 2 * zfour
+    k2b = (2 * zfour - 5 * zsquared) * _PI_SQUARED / 4
+    k2c = _PI_FOUR * (1 - 2 * zsquared) / 16
+    k3d = _PI_SIX * (5 - 30 * zsquared) / 64
+    k3c = _PI_FOUR * (-60 * zsquared + 212 * zfour) / 16
+    k3b = _PI_SQUARED * (135 * zfour - 96 * zsix) / 4
+    k3a = -30 * zsix - 90 * z**8.0
+    return k1a, k1b, k2a, k2b, k2c, k3a, k3b, k3c, k3d
+
+
+_pelz_good_coefficients_compiled = _compiled(_pelz_good_coefficients)
+
+
 def _pelz_good_cdf_loop(n: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[0]):
         z = math.sqrt(n[i]) * x[i]
         zsquared, zthree, zfour, zsix = z * z, z**3.0, z**4.0, z**6.0
         q = math.exp(-_PI_SQUARED / 8 / zsquared)
-        k1a, k1b = -zsquared, _PI_SQUARED / 4
-        k2a = 6 * zsix + 2 * zfour
-        k2b = (2 * zfour - 5 * zsquared) * _PI_SQUARED / 4
-        k2c = _PI_FOUR * (1 - 2 * zsquared) / 16
-        k3d = _PI_SIX * (5 - 30 * zsquared) / 64
-        k3c = _PI_FOUR * (-60 * zsquared + 212 * zfour) / 16
-        k3b = _PI_SQUARED * (135 * zfour - 96 * zsix) / 4
-        k3a = -30 * zsix - 90 * z**8.0
+        k1a, k1b, k2a, k2b, k2c, k3a, k3b, k3c, k3d = _pelz_good_coefficients_compiled(
+            z, zsquared, zfour, zsix
+        )
         maxk = int(np.ceil(16 * z / np.pi))
         t0 = t1 = t2 = t3 = 0.0
         for k in range(maxk, 0, -1):  # Horner over odd m = 2k - 1, as SciPy
@@ -429,14 +440,7 @@ def _pelz_good_cdf_numpy(n: np.ndarray, x: np.ndarray) -> np.ndarray:
     z = np.sqrt(n) * x
     zsquared, zthree, zfour, zsix = z**2, z**3, z**4, z**6
     q = np.exp(-_PI_SQUARED / 8 / zsquared)
-    k1a, k1b = -zsquared, _PI_SQUARED / 4
-    k2a = 6 * zsix + 2 * zfour
-    k2b = (2 * zfour - 5 * zsquared) * _PI_SQUARED / 4
-    k2c = _PI_FOUR * (1 - 2 * zsquared) / 16
-    k3d = _PI_SIX * (5 - 30 * zsquared) / 64
-    k3c = _PI_FOUR * (-60 * zsquared + 212 * zfour) / 16
-    k3b = _PI_SQUARED * (135 * zfour - 96 * zsix) / 4
-    k3a = -30 * zsix - 90 * z**8
+    k1a, k1b, k2a, k2b, k2c, k3a, k3b, k3c, k3d = _pelz_good_coefficients(z, zsquared, zfour, zsix)
     terms = np.zeros((4, z.size))
     maxk = np.ceil(16 * z / np.pi).astype(np.int64)
     for k in range(int(maxk.max()), 0, -1):  # Horner over odd m = 2k - 1, as SciPy
