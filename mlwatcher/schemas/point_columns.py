@@ -26,7 +26,7 @@ _INDEX = np.dtype("<i4")
 _VALUE = np.dtype("<f8")
 _COLUMN_TYPES = {**{name: _INDEX for name in _INDEX_COLUMNS}, "target_type": np.dtype(np.uint8)}
 _COLUMNS = tuple(_COLUMN_TYPES)
-_SMALL_BLOCK = 256  # points
+_SMALL_BLOCK = 48  # points: list items cost ~25 ns to convert, a NumPy call ~1 us
 
 
 def extra_json(extra: Any) -> str:
