@@ -93,11 +93,6 @@ def category_label(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """Elementwise num / den with 0 where den == 0 (scikit-learn's zero_division=0)."""
-    return np.divide(num, den, out=np.zeros(num.shape), where=den != 0)
-
-
 _LABEL_WHATS = ("label_count", "label_freq", "accuracy", "precision", "recall", "f1")
 _LABEL_TYPES = (COUNTER, GAUGE, GAUGE, GAUGE, GAUGE, GAUGE)
 
@@ -108,36 +103,20 @@ def _label_points(out: PointSink, counters: ExactCounters, classes: list[str]) -
     out.add("labelled_rows", COUNTER, total)
     if total == 0:
         return
-    tp = np.diag(confusion)
+    # the realised scores: estimation's formulas applied to the label counts (exact for
+    # integer counts, so the same bits as scikit-learn's zero_division=0 definitions)
+    scores = estimated.scores(confusion)
     support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    fp, fn = predicted - tp, support - tp
-    tn = total - tp - fp - fn
-    per_class = {
-        "accuracy": (tp + tn) / total,
-        "precision": _divide(tp, tp + fp),
-        "recall": _divide(tp, tp + fn),
-        "f1": _divide(2 * tp, 2 * tp + fp + fn),
-    }
     # Per class in turn: its count and share, its four scores, its row of the confusion matrix.
-    per_class_values = np.column_stack((support, support / total, *per_class.values(), confusion))
+    per_class = [scores[what] for what in ("accuracy", "precision", "recall", "f1")]
+    per_class_values = np.column_stack((support, support / total, *per_class, confusion))
     layout = blocks.per_class(
         tuple(classes), _LABEL_WHATS, _LABEL_TYPES, ("confusion_count", COUNTER)
     )
     out.add_rows(layout, per_class_values)
-    out.add("overall_accuracy", GAUGE, tp.sum() / total)
-    micro_p = tp.sum() / (tp.sum() + fp.sum()) if (tp.sum() + fp.sum()) else 0.0
-    micro_r = tp.sum() / (tp.sum() + fn.sum()) if (tp.sum() + fn.sum()) else 0.0
-    micro_f = 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum())
-    micro = {"precision": micro_p, "recall": micro_r, "f1": micro_f}
+    out.add("overall_accuracy", GAUGE, scores["overall_accuracy"])
     averaged = [
-        average
-        for what in blocks.AVERAGED
-        for average in (
-            per_class[what].mean(),
-            micro[what],
-            np.dot(per_class[what], support) / total,
-        )
+        scores[f"{what}_{average}"] for what in blocks.AVERAGED for average in blocks.AVERAGES
     ]
     out.add_rows(blocks.averages(""), averaged)
     out.add("log_loss", GAUGE, counters.log_loss_sum / total)
