@@ -93,7 +93,7 @@ def category_label(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-_LABEL_WHATS = ("label_count", "label_freq", "accuracy", "precision", "recall", "f1")
+_LABEL_WHATS = ("label_count", "label_freq", *estimated.SCORES)
 _LABEL_TYPES = (COUNTER, GAUGE, GAUGE, GAUGE, GAUGE, GAUGE)
 
 
@@ -108,17 +108,14 @@ def _label_points(out: PointSink, counters: ExactCounters, classes: list[str]) -
     scores = estimated.scores(confusion)
     support = confusion.sum(axis=1)
     # Per class in turn: its count and share, its four scores, its row of the confusion matrix.
-    per_class = [scores[what] for what in ("accuracy", "precision", "recall", "f1")]
+    per_class = [scores[what] for what in estimated.SCORES]
     per_class_values = np.column_stack((support, support / total, *per_class, confusion))
     layout = blocks.per_class(
         tuple(classes), _LABEL_WHATS, _LABEL_TYPES, ("confusion_count", COUNTER)
     )
     out.add_rows(layout, per_class_values)
     out.add("overall_accuracy", GAUGE, scores["overall_accuracy"])
-    averaged = [
-        scores[f"{what}_{average}"] for what in blocks.AVERAGED for average in blocks.AVERAGES
-    ]
-    out.add_rows(blocks.averages(""), averaged)
+    out.add_rows(blocks.averages(""), estimated.averaged(scores))
     out.add("log_loss", GAUGE, counters.log_loss_sum / total)
 
 

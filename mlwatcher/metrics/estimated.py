@@ -96,7 +96,13 @@ def expected_confusion(
     return confusion, max(variance, 0.0)
 
 
-_SCORES = ("accuracy", "precision", "recall", "f1")
+#: the per-class scores of :func:`scores`, in the order the records carry them
+SCORES = ("accuracy", "precision", "recall", "f1")
+
+
+def averaged(values: dict[str, np.ndarray | float]) -> list[np.ndarray | float]:
+    """The averaged scores of :func:`scores` in the order of ``blocks.averages``."""
+    return [values[f"{what}_{average}"] for what in blocks.AVERAGED for average in blocks.AVERAGES]
 
 
 def accuracy_stderr(accuracy: float, rows: int) -> float:
@@ -124,10 +130,7 @@ def add_points(
     out.add(PREFIX + "overall_accuracy_stderr", GAUGE, math.sqrt(variance) / rows)
     # Per class in turn: its four scores, then its row of the expected confusion matrix.
     names = tuple(classes)
-    whats = tuple(PREFIX + what for what in _SCORES)
+    whats = tuple(PREFIX + what for what in SCORES)
     per_class = blocks.per_class(names, whats, (GAUGE,) * 4, (PREFIX + "confusion_count", GAUGE))
-    out.add_rows(per_class, np.column_stack((*(values[what] for what in _SCORES), confusion)))
-    averaged = [
-        values[f"{what}_{average}"] for what in blocks.AVERAGED for average in blocks.AVERAGES
-    ]
-    out.add_rows(blocks.averages(PREFIX), averaged)
+    out.add_rows(per_class, np.column_stack((*(values[what] for what in SCORES), confusion)))
+    out.add_rows(blocks.averages(PREFIX), averaged(values))

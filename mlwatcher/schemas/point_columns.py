@@ -390,8 +390,8 @@ class PointColumnsBuilder:
         """``count`` points, one value per point in the last field; each other field (the
         index columns, then the target type code) one int for all points or one per point.
 
-        Small blocks join the pending lists (a NumPy call costs more than a few hundred list
-        items); large ones become arrays at once.
+        Runs shorter than ``_SMALL_BLOCK`` join the pending lists (converting a few dozen list
+        items costs less than the NumPy calls of a chunk); longer ones become arrays at once.
         """
         *indices, values = fields
         if count < _SMALL_BLOCK:

@@ -235,9 +235,10 @@ def create_app(settings: WorkerSettings) -> faust.App:
     # 4.7 ms with 2 threads under load). A worker scales by partitions and processes.
     threadpool_limits(limits=1, user_api="blas")
     # The metric engine's compiled loops, loaded from numba's cache (or compiled) beside the
-    # app's start-up rather than before it: workers started together then join the group
-    # together (Faust's sticky assignor left a member that joined ~1 s late with no
-    # partition); a batch that comes first waits on numba's lock until the warm-up is done.
+    # app's start-up rather than before it, so they delay no worker's join: Faust's sticky
+    # assignor gives a member that joins ~1 s after the others no partition (less often
+    # this way, not never: the assignment itself is at fault). A batch that comes first
+    # waits on numba's lock until the warm-up is done.
     threading.Thread(target=_warm_up_engine, name="mlwatcher-warm-up", daemon=True).start()
     # Before any connection: a bad -X option fails here, naming the option.
     credentials = broker_credentials(settings.kafka_options)
