@@ -235,10 +235,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
     # 4.7 ms with 2 threads under load). A worker scales by partitions and processes.
     threadpool_limits(limits=1, user_api="blas")
     # The metric engine's compiled loops, loaded from numba's cache (or compiled) beside the
-    # app's start-up rather than before it, so they delay no worker's join: Faust's sticky
-    # assignor gives a member that joins ~1 s after the others no partition (less often
-    # this way, not never: the assignment itself is at fault). A batch that comes first
-    # waits on numba's lock until the warm-up is done.
+    # app's start-up rather than before it, so they delay no worker's join. A batch that
+    # comes first waits on numba's lock until the warm-up is done.
     threading.Thread(target=_warm_up_engine, name="mlwatcher-warm-up", daemon=True).start()
     # Before any connection: a bad -X option fails here, naming the option.
     credentials = broker_credentials(settings.kafka_options)
@@ -260,6 +258,11 @@ def create_app(settings: WorkerSettings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=settings.commit_interval_s,
+        # No standby replicas: the windows' state has its own changelog, not Faust tables.
+        # With Faust's default of 1, its sticky assignor caps a member at ceil(partitions /
+        # members) and keeps what each had, so a worker that joins a settled group (2 + 2 of
+        # 4 partitions) gets none; with 0 it trims each to floor() first and deals the rest.
+        table_standby_replicas=0,
         consumer_max_fetch_size=CONSUMER_MAX_FETCH_BYTES,
         web_enabled=settings.web_enabled,
         web_bind=settings.web_host,

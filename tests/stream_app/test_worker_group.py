@@ -131,6 +131,46 @@ def test_two_workers_share_partitions_and_survive_kill_9(
     assert survivor["mlwatcher_worker_stalls_total"] == 0  # and never looked stalled
 
 
+def test_a_worker_joining_a_settled_group_gets_partitions_and_work(
+    unique_topics: Callable[..., dict[str, str]],
+    worker_factory: Callable[..., WorkerProcess],
+    kafka_bootstrap: str,
+) -> None:
+    """Faust's default standby replica made its sticky assignor keep 2 + 2 and give a third
+    member nothing, until the next rebalance."""
+    topics = unique_topics({"predictions": PARTITIONS, "metrics": PARTITIONS, "dead": 1})
+    app_id = f"join-{uuid.uuid4().hex[:8]}"
+    workers = [worker_factory(topics, app_id), worker_factory(topics, app_id)]
+    for worker in workers:
+        worker.wait_ready(90)
+
+    def owned() -> list[list[int]]:
+        out = []
+        for worker in workers:
+            health = worker.health()
+            out.append(health["assigned_partitions"] if health else [])
+        return out
+
+    def settled() -> bool:
+        now = owned()
+        return all(now) and sorted(p for ps in now for p in ps) == list(range(PARTITIONS))
+
+    wait_until(settled, 60, "two workers to share the partitions")
+    assert sorted(len(ps) for ps in owned()) == [2, 2]
+    workers.append(worker_factory(topics, app_id))
+    workers[-1].wait_ready(90)
+    wait_until(settled, 60, "the third worker to own a partition")
+    assert sorted(len(ps) for ps in owned()) == [1, 1, 2]
+    agents = [f"agent-{i}" for i in range(16)]
+    send(kafka_bootstrap, topics["predictions"], agents, window_ahead() + 1_000, 2, 10)
+    wait_until(
+        lambda: total(workers, "mlwatcher_worker_rows_total") >= 16 * 2 * 10,
+        30,
+        "the three workers to apply every batch",
+    )
+    assert all(w.metrics()["mlwatcher_worker_rows_total"] > 0 for w in workers)
+
+
 def test_sigterm_is_clean_and_commits_offsets(
     unique_topics: Callable[..., dict[str, str]],
     worker_factory: Callable[..., WorkerProcess],
