@@ -255,8 +255,13 @@ def run_round(bootstrap: str, index: int, rng: np.random.Generator, log_root: Pa
     takeover_s: float | None = None
     stall = False
     with supervised(bootstrap, topics, app_id, log_dir, n_workers, index) as (workers, kill):
-        wait_for(lambda: sum(w.owned() for w in workers) == PARTITIONS
-                 and all(w.owned() for w in workers), 120, "a settled group")  # fmt: skip
+        try:
+            wait_for(lambda: sum(w.owned() for w in workers) == PARTITIONS
+                     and all(w.owned() for w in workers), 120, "a settled group")  # fmt: skip
+        except TimeoutError:  # a failed round, not a failed run: the next rounds still count
+            owned = [w.owned() for w in workers]
+            return RoundResult(mode, n_workers, False, 0, 0, 0, True, None, 0,
+                               f"group never settled: partitions owned {owned}")  # fmt: skip
         result: dict[str, Sent] = {}
         sender = threading.Thread(
             target=lambda: result.setdefault(
