@@ -144,7 +144,7 @@ class Processor:
         self.owned: set[int] = set()
         self.pending_recovery: set[int] = set()
         self.busy_since: float | None = None
-        #: where the consumer must (re)start each partition: right after its cursor
+        #: partitions the consumer must move back to right after their cursor
         self.pending_seeks: dict[int, int] = {}
         self.progress = Progress()
 
@@ -187,20 +187,24 @@ class Processor:
             return
         began = time.monotonic()
         recovered = self._recover(wanted)
-        without_cursor = [p for p in wanted if recovered[p].applied_offset is None]
-        # State from before cursors existed (or none): start at the group's committed offset
-        # and make that the cursor at once, so from now on the group offset never decides.
-        committed = self._committed(without_cursor) if without_cursor else {}
+        # Where the consumer starts each partition: the group's committed offset.
+        committed = self._committed(wanted)
         for p in wanted:
             part = recovered[p]
             applied = part.applied_offset
+            # State from before cursors existed (or none): start at the group's committed
+            # offset and make that the cursor at once, so from now on it never decides.
             if applied is None and p in committed:
                 applied = committed[p] - 1
             manager = WindowManager(p, self.policy, self.baselines)
             cleanup = manager.restore(list(part.entries.items()))
             state = OwnedPartition(manager, OffsetGate(applied), part.end_offset)
             self.partitions[p] = state
-            if applied is not None:
+            if applied is not None and committed.get(p, applied + 2) > applied + 1:
+                # Seek back only: offsets after the committed one were never applied. Ahead,
+                # the gate skips what the cursor covers instead; a seek there would leave
+                # Faust's acks a hole after its committed offset, and it commits nothing
+                # past a hole (``Consumer._new_offset``), so the partition's commits stall.
                 self.pending_seeks[p] = applied + 1
             new_cursor = applied if part.applied_offset is None else None
             if cleanup or new_cursor is not None:

@@ -129,6 +129,34 @@ def test_two_workers_share_partitions_and_survive_kill_9(
     survivor = second.metrics()
     assert survivor["mlwatcher_worker_recoveries_total"] >= 1  # it read the changelog back
     assert survivor["mlwatcher_worker_stalls_total"] == 0  # and never looked stalled
+    # and its commits pass every partition's end (a seek forward after the recovery left
+    # Faust's acks a hole, and commits stopped)
+    ends = _group_offsets(kafka_bootstrap, app_id, topics["predictions"])[1]
+    wait_until(
+        lambda: all(
+            c >= e
+            for c, e in zip(
+                _group_offsets(kafka_bootstrap, app_id, topics["predictions"])[0], ends, strict=True
+            )
+        ),
+        30,
+        "the survivor's commits to pass the partitions' ends",
+    )
+
+
+def _group_offsets(
+    bootstrap: str, app_id: str, topic: str, n_partitions: int = PARTITIONS
+) -> tuple[list[int], list[int]]:
+    """(committed, end) offsets of the group on each partition of ``topic``; 0 committed for
+    a partition without a commit (right for one that never held a message)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": app_id})
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(n_partitions)]
+        committed = consumer.committed(partitions, timeout=10)
+        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+    finally:
+        consumer.close()
+    return [max(tp.offset, 0) for tp in committed], ends
 
 
 def test_a_worker_joining_a_settled_group_gets_partitions_and_work(
@@ -196,16 +224,9 @@ def test_sigterm_is_clean_and_commits_offsets(
     assert worker.terminate(timeout=30) == 0
     log = worker.log()
     assert "Traceback" not in log and "CRITICAL" not in log, log[-3000:]
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": app_id})
-    try:
-        partitions = [TopicPartition(topics["predictions"], p) for p in range(2)]
-        committed = consumer.committed(partitions, timeout=10)
-        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
-    finally:
-        consumer.close()
     # Everything processed is committed (ticks may follow the last batch; they are processed too).
-    # (-1001: nothing committed, right for a partition that never held a message)
-    assert [tp.offset if tp.offset >= 0 else 0 for tp in committed] == ends
+    committed, ends = _group_offsets(kafka_bootstrap, app_id, topics["predictions"], 2)
+    assert committed == ends
 
 
 def test_faust_command_line_runs_the_module_app(
