@@ -405,15 +405,20 @@ async def _handle_stall(
             detector.timeout_s,
         )
         consumer = app.consumer
-        tps = {TP(runtime.settings.predictions_topic, p) for p in stalled}
+        topic = runtime.settings.predictions_topic
+        tps = {TP(topic, p) for p in stalled}
         try:
             consumer.resume_partitions(tps)
             app.flow_control.resume()
             consumer.resume_flow()
+            committed = await runtime.in_watch_thread(runtime.watcher.committed, list(stalled))
             for p in stalled:
                 next_offset = runtime.processor.progress.next_offsets.get(p)
                 if next_offset is not None:
-                    await consumer.seek(TP(runtime.settings.predictions_topic, p), next_offset)
+                    # Not past the committed offset: Faust commits nothing past a hole in its
+                    # acks (see Processor.recover_pending); the gate skips what was applied.
+                    target = min(next_offset, committed.get(p, next_offset))
+                    await consumer.seek(TP(topic, p), target)
         except Exception as exc:  # the remedy is best effort; the exit below is not
             log.error("stall remedy failed: %s: %s", type(exc).__name__, exc)
     elif now - since >= 2 * detector.timeout_s:
