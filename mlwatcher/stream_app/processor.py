@@ -200,11 +200,13 @@ class Processor:
             cleanup = manager.restore(list(part.entries.items()))
             state = OwnedPartition(manager, OffsetGate(applied), part.end_offset)
             self.partitions[p] = state
-            if applied is not None and committed.get(p, applied + 2) > applied + 1:
-                # Seek back only: offsets after the committed one were never applied. Ahead,
-                # the gate skips what the cursor covers instead; a seek there would leave
-                # Faust's acks a hole after its committed offset, and it commits nothing
-                # past a hole (``Consumer._new_offset``), so the partition's commits stall.
+            starts_at = committed.get(p)  # None: no commit, Faust tracks no hole then
+            if applied is not None and (starts_at is None or starts_at > applied + 1):
+                # Back to the cursor: the offsets between it and the committed one were never
+                # applied. From a committed offset behind the cursor the gate skips what the
+                # cursor covers instead: a seek forward would leave Faust's acks a hole after
+                # its committed offset, and Faust commits nothing past a hole
+                # (``Consumer._new_offset``), so the partition's commits would stall.
                 self.pending_seeks[p] = applied + 1
             new_cursor = applied if part.applied_offset is None else None
             if cleanup or new_cursor is not None:
