@@ -12,16 +12,13 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
-
 from tests.fake_anodot import FakeAnodot, Fault, RequestLog, series_in_order
-from tests.helpers import wait_until
+from tests.helpers import committed_offsets, end_offsets, wait_until
 from tests.reliability.reliability_helpers import LONG_TESTS, report
 from tests.sinks.sink_helpers import (
     BASE_MS,
     FAST_GROUP,
     WINDOW_MS,
-    committed_offsets,
     expected_series_points,
     make_records,
     produce,
@@ -39,17 +36,6 @@ AGENTS = 4
 WINDOWS = 20
 POINTS = 40
 WINDOWS_BEFORE_SPAN = 6
-
-
-def _end_offsets(bootstrap: str, topic: str) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
-    try:
-        return [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(PARTITIONS)
-        ]
-    finally:
-        consumer.close()
 
 
 def _is_slow(request: RequestLog) -> bool:
@@ -105,7 +91,7 @@ def test_slow_anodot_span_loses_nothing_and_keeps_the_rate(
                 timeout=60,
             )
             drained_s = time.monotonic() - span_end
-            ends = _end_offsets(kafka_bootstrap, topics["metrics"])
+            ends = end_offsets(kafka_bootstrap, topics["metrics"], PARTITIONS)
             wait_until(
                 lambda: committed_offsets(kafka_bootstrap, group, topics["metrics"], 2) == ends,
                 30,

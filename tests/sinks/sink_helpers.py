@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from mlwatcher.metrics import Point
 from mlwatcher.schemas import MetricRecord
@@ -84,15 +84,6 @@ def expected_series_points(records: Sequence[MetricRecord]) -> set[tuple[object,
 def read_dead_letters(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
     # a second longer than needed, to catch unexpected extra messages
     return read_topic(bootstrap, topic, expected, timeout=timeout, linger=1.0)
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return [tp.offset for tp in tps]
-    finally:
-        consumer.close()
 
 
 def mlwatcher_command(*args: str) -> list[str]:

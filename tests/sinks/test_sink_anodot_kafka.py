@@ -10,11 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from fake_anodot import FakeAnodot, Fault, series_in_order
 from sink_helpers import (
     FAST_GROUP,
-    committed_offsets,
     expected_series_points,
     make_record,
     make_records,
@@ -30,6 +28,7 @@ from mlwatcher.sinks.anodot_sink import AnodotSink, AnodotSinkConfig
 from mlwatcher.sinks.rate_limit import RateLimiter
 from mlwatcher.sinks.retry import BackoffPolicy
 from mlwatcher.sinks.shutdown import Shutdown
+from tests.helpers import committed_offsets, end_offsets
 
 TOKEN = "tok-9f8e7d6c5b4a"
 
@@ -38,17 +37,6 @@ TOKEN = "tok-9f8e7d6c5b4a"
 def server() -> Iterator[FakeAnodot]:
     with FakeAnodot(token=TOKEN) as fake:
         yield fake
-
-
-def _end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
-    try:
-        return [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        ]
-    finally:
-        consumer.close()
 
 
 def _run_sink_in_thread(sink: AnodotSink, shutdown: Shutdown) -> threading.Thread:
@@ -117,7 +105,7 @@ def test_every_point_once_or_dead_lettered_within_rate(
     assert all(HEADER_SOURCE_OFFSET in dict(m.headers()) for m in dead)
     assert sink.stats.points_dead_lettered == 2 and sink.stats.records_dead_lettered == 1
     group = "g-" + topics["metrics"]
-    assert committed_offsets(kafka_bootstrap, group, topics["metrics"], 3) == _end_offsets(
+    assert committed_offsets(kafka_bootstrap, group, topics["metrics"], 3) == end_offsets(
         kafka_bootstrap, topics["metrics"], 3
     )
 
@@ -210,6 +198,6 @@ def test_kill_9_mid_batch_and_restart_loses_nothing(
     log_text = log_path.read_text()
     assert "POST /api/v1/metrics" in log_text  # urllib3 debug lines are there...
     assert TOKEN not in log_text  # ...without the token
-    assert committed_offsets(kafka_bootstrap, "g-kill", topics["metrics"], 3) == _end_offsets(
+    assert committed_offsets(kafka_bootstrap, "g-kill", topics["metrics"], 3) == end_offsets(
         kafka_bootstrap, topics["metrics"], 3
     )

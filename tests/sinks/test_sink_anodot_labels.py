@@ -16,7 +16,6 @@ from sink_helpers import (
     FAST_GROUP,
     LABEL_WHATS,
     WINDOW_MS,
-    committed_offsets,
     expected_series_points,
     latest_state,
     make_labelled_record,
@@ -43,7 +42,7 @@ from mlwatcher.sinks.anodot_labels import (
 from mlwatcher.sinks.anodot_sink import AnodotSink, AnodotSinkConfig
 from mlwatcher.sinks.rate_limit import RateLimiter
 from mlwatcher.sinks.shutdown import Shutdown
-from tests.helpers import wait_until
+from tests.helpers import committed_offsets, wait_until
 
 TOKEN = "tok-labels-0123"
 WAIT_S = 90  # 1.5 windows: revision 1 (one window late) is in time, revision 2 is late

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from fake_anodot import FakeAnodot
 from parquet_helpers import expected_rows, read_with_pyarrow
-from sink_helpers import BASE_MS, WINDOW_MS, committed_offsets, expected_series_points, produce
+from sink_helpers import BASE_MS, WINDOW_MS, expected_series_points, produce
 
 from mlwatcher.metrics import ReferenceProfile, WindowState
 from mlwatcher.schemas import MetricRecord
@@ -22,7 +22,7 @@ from mlwatcher.sinks.anodot_sink import AnodotSink, AnodotSinkConfig
 from mlwatcher.sinks.parquet_sink import ParquetSink, ParquetSinkConfig
 from mlwatcher.sinks.rate_limit import RateLimiter
 from mlwatcher.sinks.shutdown import Shutdown
-from tests.helpers import wait_until
+from tests.helpers import committed_offsets, wait_until
 
 TOKEN = "tok-engine-points"
 NEW_WHATS = {

@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import duckdb
-from confluent_kafka import Consumer, TopicPartition
 from parquet_helpers import (
     expected_rows,
     normalise,
@@ -20,7 +19,6 @@ from parquet_helpers import (
 from sink_helpers import (
     FAST_GROUP,
     REPO,
-    committed_offsets,
     latest_state,
     make_records,
     produce,
@@ -34,22 +32,11 @@ from mlwatcher.sinks.parquet_files import read_data_set
 from mlwatcher.sinks.parquet_format import latest_revisions
 from mlwatcher.sinks.parquet_sink import ParquetSink, ParquetSinkConfig
 from mlwatcher.sinks.shutdown import Shutdown
-from tests.helpers import wait_until
-
-
-def _end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
-    try:
-        return [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        ]
-    finally:
-        consumer.close()
+from tests.helpers import committed_offsets, end_offsets, wait_until
 
 
 def _all_committed(bootstrap: str, group: str, topic: str, partitions: int) -> bool:
-    ends = _end_offsets(bootstrap, topic, partitions)
+    ends = end_offsets(bootstrap, topic, partitions)
     return committed_offsets(bootstrap, group, topic, partitions) == ends
 
 

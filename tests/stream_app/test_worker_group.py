@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from confluent_kafka import Consumer, TopicPartition
 
 from mlwatcher.brokers import free_port
 from mlwatcher.producer.agent import MonitoringAgent
-from tests.helpers import wait_until
+from tests.helpers import committed_offsets, end_offsets, wait_until
 from tests.stream_app.conftest import TopicReader, WorkerProcess
 
 WINDOW_MS = 30_000
@@ -131,12 +130,12 @@ def test_two_workers_share_partitions_and_survive_kill_9(
     assert survivor["mlwatcher_worker_stalls_total"] == 0  # and never looked stalled
     # and its commits pass every partition's end (a seek forward after the recovery left
     # Faust's acks a hole, and commits stopped)
-    ends = _group_offsets(kafka_bootstrap, app_id, topics["predictions"])[1]
+    ends = end_offsets(kafka_bootstrap, topics["predictions"], PARTITIONS)
     wait_until(
         lambda: all(
-            c >= e
-            for c, e in zip(
-                _group_offsets(kafka_bootstrap, app_id, topics["predictions"])[0], ends, strict=True
+            committed >= end
+            for committed, end in zip(
+                _committed(kafka_bootstrap, app_id, topics["predictions"]), ends, strict=True
             )
         ),
         30,
@@ -144,19 +143,10 @@ def test_two_workers_share_partitions_and_survive_kill_9(
     )
 
 
-def _group_offsets(
-    bootstrap: str, app_id: str, topic: str, n_partitions: int = PARTITIONS
-) -> tuple[list[int], list[int]]:
-    """(committed, end) offsets of the group on each partition of ``topic``; 0 committed for
-    a partition without a commit (right for one that never held a message)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": app_id})
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(n_partitions)]
-        committed = consumer.committed(partitions, timeout=10)
-        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
-    finally:
-        consumer.close()
-    return [max(tp.offset, 0) for tp in committed], ends
+def _committed(bootstrap: str, app_id: str, topic: str, partitions: int = PARTITIONS) -> list[int]:
+    """The group's committed offsets, 0 for a partition without a commit (right for one that
+    never held a message)."""
+    return [max(offset, 0) for offset in committed_offsets(bootstrap, app_id, topic, partitions)]
 
 
 def test_a_worker_joining_a_settled_group_gets_partitions_and_work(
@@ -225,8 +215,8 @@ def test_sigterm_is_clean_and_commits_offsets(
     log = worker.log()
     assert "Traceback" not in log and "CRITICAL" not in log, log[-3000:]
     # Everything processed is committed (ticks may follow the last batch; they are processed too).
-    committed, ends = _group_offsets(kafka_bootstrap, app_id, topics["predictions"], 2)
-    assert committed == ends
+    committed = _committed(kafka_bootstrap, app_id, topics["predictions"], 2)
+    assert committed == end_offsets(kafka_bootstrap, topics["predictions"], 2)
 
 
 def test_faust_command_line_runs_the_module_app(
