@@ -2,48 +2,126 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from mlwatcher.metrics import kernels
 from mlwatcher.metrics.calibration import N_BINS
 
-#: the calibration and estimation counters, serialised under their own names
-_SUMMED_ARRAYS = (
+
+def _field_shapes(n_classes: int, n_features: int) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """The counters' fields and shapes: first those of the int64 ``counts`` buffer, then
+    those of the float64 ``totals`` buffer, each stored in this order."""
+    c, f, b = n_classes, n_features, N_BINS
+    counts = {
+        "rows_seen": (),
+        "rows_without_features": (),
+        "pred_counts": (c,),
+        "confusion": (c, c),  # [label, predicted]
+        "nan_counts": (f,),
+        "inf_counts": (f,),
+        "confidence_rows": (c, b),
+        "reliability_rows": (b,),
+        "reliability_correct": (b,),  # right after reliability_rows: the loop writes both
+    }
+    totals = {
+        "log_loss_sum": (),
+        "brier_sum": (),
+        "confidence_sq_sum": (),
+        "expected_by_predicted": (c, c),  # [predicted, class]: rows stay contiguous
+        "reliability_confidence_sum": (b,),
+    }
+    return {"counts": tuple(counts.items()), "totals": tuple(totals.items())}  # type: ignore[dict-item]
+
+
+class _Place(NamedTuple):
+    buffer: str
+    start: int
+    stop: int
+    shape: tuple[int, ...]
+
+
+class _Layout(NamedTuple):
+    sizes: dict[str, int]
+    places: dict[str, _Place]
+    #: where each field :func:`kernels.count_batch` writes starts (its ``starts`` argument)
+    kernel_starts: np.ndarray
+    #: the positions of the label-dependent counters (what a delayed label adds)
+    label_positions: dict[str, np.ndarray]
+
+
+@lru_cache(maxsize=256)
+def _layout(n_classes: int, n_features: int) -> _Layout:
+    sizes: dict[str, int] = {}
+    places: dict[str, _Place] = {}
+    for buffer, fields in _field_shapes(n_classes, n_features).items():
+        start = 0
+        for name, shape in fields:
+            stop = start + int(np.prod(shape, dtype=np.int64))
+            places[name] = _Place(buffer, start, stop, shape)
+            start = stop
+        sizes[buffer] = start
+    starts = np.array([places[name].start for name in kernels.COUNT_BATCH_FIELDS], np.int64)
+    label_positions = {
+        buffer: np.concatenate(
+            [
+                np.arange(places[name].start, places[name].stop)
+                for name in _LABEL_FIELDS
+                if places[name].buffer == buffer
+            ]
+        )
+        for buffer in sizes
+    }
+    return _Layout(sizes, places, starts, label_positions)
+
+
+#: what the labels alone decide: the counters a delayed label adds to its window
+_LABEL_FIELDS = (
+    "confusion",
+    "reliability_rows",
+    "reliability_correct",
+    "log_loss_sum",
+    "brier_sum",
+    "reliability_confidence_sum",
+)
+#: fields serialised as scalars in the metadata (the rest as arrays)
+_SCALARS = ("rows_seen", "rows_without_features", "log_loss_sum", "brier_sum", "confidence_sq_sum")
+#: arrays serialised under their own names, in this order (``expected_confusion`` is the
+#: transposed view; the categorical arrays, of any size, are not in the buffers)
+_ARRAYS = (
+    "pred_counts",
+    "confusion",
+    "nan_counts",
+    "inf_counts",
+    "cat_feature",
+    "cat_value",
+    "cat_count",
     "expected_confusion",
     "confidence_rows",
     "reliability_rows",
     "reliability_confidence_sum",
     "reliability_correct",
 )
-#: what the labels alone decide: the counters a delayed label adds to its window
-_LABEL_ARRAYS = (
-    "confusion",
-    "reliability_rows",
-    "reliability_confidence_sum",
-    "reliability_correct",
-)
-_LABEL_SUMS = ("log_loss_sum", "brier_sum")
+_CATEGORIES = ("cat_feature", "cat_value", "cat_count")
 
-#: arrays holding counts: int64 in memory, any integer type in bytes (deltas use int32)
-_COUNT_ARRAYS = frozenset(
-    (
-        "pred_counts",
-        "confusion",
-        "nan_counts",
-        "inf_counts",
-        "cat_count",
-        "confidence_rows",
-        "reliability_rows",
-        "reliability_correct",
-    )
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+# Shared by every counter without categories (the arrays are replaced, never written).
+_NO_CATEGORIES = (
+    _read_only(np.empty(0, np.int32)),
+    _read_only(np.empty(0, np.float64)),
+    _read_only(np.empty(0, np.int64)),
 )
 
 
 def _empty_categories() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.empty(0, np.int32), np.empty(0, np.float64), np.empty(0, np.int64)
+    return _NO_CATEGORIES
 
 
 def _group_categories(
@@ -60,7 +138,34 @@ def _group_categories(
     return feat[starts], value[starts], np.add.reduceat(count, starts)
 
 
-@dataclass(slots=True)
+def categories_of(
+    features: np.ndarray, categorical: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(feature, value, count) of the finite values of the ``categorical`` columns of the
+    row-major ``features``, sorted by feature then value."""
+    cats = features[:, categorical]
+    finite = np.isfinite(cats)
+    feat = np.broadcast_to(np.asarray(categorical, np.int32), cats.shape)[finite]
+    value = cats[finite]
+    return _group_categories(feat, value, np.ones(value.size, np.int64))
+
+
+def _field(name: str, doc: str) -> property:
+    def get(self: ExactCounters) -> Any:
+        place = self._layout.places[name]
+        values = getattr(self, place.buffer)[place.start : place.stop]
+        if not place.shape:
+            return values[0].item()
+        return values.reshape(place.shape)
+
+    def put(self: ExactCounters, value: Any) -> None:
+        place = self._layout.places[name]
+        target = getattr(self, place.buffer)[place.start : place.stop]
+        target[...] = np.reshape(value, -1) if place.shape else value
+
+    return property(get, put, doc=doc)
+
+
 class ExactCounters:
     """Counters that are summed over all rows; adding two of them merges their windows.
 
@@ -69,50 +174,66 @@ class ExactCounters:
     ``expected_confusion[c, j]`` sums ``p_c`` over every row predicted ``j`` (labels or not);
     the ``confidence_*``, ``reliability_*`` and Brier counters are described in
     :mod:`mlwatcher.metrics.calibration`.
+
+    Every counter but the categorical ones lives in one of two flat buffers, ``counts``
+    (int64) and ``totals`` (float64), laid out by :func:`_field_shapes`; the named
+    attributes are views. Adding counters adds the two buffers, and the update's compiled
+    loop (:func:`kernels.count_batch`) writes a batch's counters into them.
     """
 
-    n_classes: int
-    n_features: int
-    rows_seen: int = 0
-    rows_without_features: int = 0
-    log_loss_sum: float = 0.0
-    pred_counts: np.ndarray = field(default=None)  # type: ignore[assignment]
-    confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
-    nan_counts: np.ndarray = field(default=None)  # type: ignore[assignment]
-    inf_counts: np.ndarray = field(default=None)  # type: ignore[assignment]
-    cat_feature: np.ndarray = field(default=None)  # type: ignore[assignment]
-    cat_value: np.ndarray = field(default=None)  # type: ignore[assignment]
-    cat_count: np.ndarray = field(default=None)  # type: ignore[assignment]
-    brier_sum: float = 0.0
-    expected_confusion: np.ndarray = field(default=None)  # type: ignore[assignment]
-    confidence_rows: np.ndarray = field(default=None)  # type: ignore[assignment]
-    confidence_sq_sum: float = 0.0
-    reliability_rows: np.ndarray = field(default=None)  # type: ignore[assignment]
-    reliability_confidence_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
-    reliability_correct: np.ndarray = field(default=None)  # type: ignore[assignment]
+    __slots__ = (
+        "_layout",
+        "cat_count",
+        "cat_feature",
+        "cat_value",
+        "counts",
+        "n_classes",
+        "n_features",
+        "totals",
+    )
 
-    def __post_init__(self) -> None:
-        if self.pred_counts is None:
-            self.pred_counts = np.zeros(self.n_classes, np.int64)
-        if self.confusion is None:
-            self.confusion = np.zeros((self.n_classes, self.n_classes), np.int64)
-        if self.nan_counts is None:
-            self.nan_counts = np.zeros(self.n_features, np.int64)
-        if self.inf_counts is None:
-            self.inf_counts = np.zeros(self.n_features, np.int64)
-        if self.cat_feature is None:
-            self.cat_feature, self.cat_value, self.cat_count = _empty_categories()
-        per_class_bin = (self.n_classes, N_BINS)
-        if self.expected_confusion is None:
-            self.expected_confusion = np.zeros((self.n_classes, self.n_classes))
-        if self.confidence_rows is None:
-            self.confidence_rows = np.zeros(per_class_bin, np.int64)
-        if self.reliability_rows is None:
-            self.reliability_rows = np.zeros(N_BINS, np.int64)
-        if self.reliability_confidence_sum is None:
-            self.reliability_confidence_sum = np.zeros(N_BINS)
-        if self.reliability_correct is None:
-            self.reliability_correct = np.zeros(N_BINS, np.int64)
+    def __init__(self, n_classes: int, n_features: int, **fields: Any) -> None:
+        self.n_classes = n_classes
+        self.n_features = n_features
+        self._layout = layout = _layout(n_classes, n_features)
+        self.counts = np.zeros(layout.sizes["counts"], np.int64)
+        self.totals = np.zeros(layout.sizes["totals"], np.float64)
+        self.cat_feature, self.cat_value, self.cat_count = _empty_categories()
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    rows_seen = _field("rows_seen", "rows counted")
+    rows_without_features = _field("rows_without_features", "rows of batches without features")
+    pred_counts = _field("pred_counts", "(C,) rows per predicted class")
+    confusion = _field("confusion", "(C, C) labelled rows per [label, predicted]")
+    nan_counts = _field("nan_counts", "(F,) NaN values per feature")
+    inf_counts = _field("inf_counts", "(F,) ±inf values per feature")
+    confidence_rows = _field("confidence_rows", "(C, N_BINS) rows per predicted class and bin")
+    reliability_rows = _field("reliability_rows", "(N_BINS,) labelled rows per bin")
+    reliability_correct = _field("reliability_correct", "(N_BINS,) correct predictions per bin")
+    log_loss_sum = _field("log_loss_sum", "Σ -log(clip(p_label)) over labelled rows")
+    brier_sum = _field("brier_sum", "Σ Σ_c (p_c - 1[label = c])² over labelled rows")
+    confidence_sq_sum = _field("confidence_sq_sum", "Σ confidence² over every row")
+    expected_by_predicted = _field("expected_by_predicted", "expected_confusion transposed")
+    reliability_confidence_sum = _field("reliability_confidence_sum", "(N_BINS,) Σ confidence")
+
+    @property
+    def expected_confusion(self) -> np.ndarray:
+        """(C, C): ``[c, j]`` = Σ p_c over the rows predicted ``j`` (a view)."""
+        return self.expected_by_predicted.T  # type: ignore[no-any-return]
+
+    @expected_confusion.setter
+    def expected_confusion(self, value: np.ndarray) -> None:
+        self.expected_by_predicted = np.asarray(value).T
+
+    @property
+    def kernel_starts(self) -> np.ndarray:
+        """Where the fields :func:`kernels.count_batch` writes begin in the buffers."""
+        return self._layout.kernel_starts
+
+    def set_categories(self, categories: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Set the (feature, value, count) arrays, sorted by feature then value."""
+        self.cat_feature, self.cat_value, self.cat_count = categories
 
     @property
     def labelled_rows(self) -> int:
@@ -131,21 +252,20 @@ class ExactCounters:
         """Counters of one batch (``features`` row-major ``(n, n_features)`` or None)."""
         n_rows, n_classes = probs.shape
         counts = kernels.batch_counts(probs, predicted, labels, N_BINS)
-        # every array given (the label ones are zeros without labels): no default to build
         out = cls(
-            n_classes=n_classes,
-            n_features=n_features,
+            n_classes,
+            n_features,
             rows_seen=n_rows,
             pred_counts=counts.pred_counts,
             expected_confusion=counts.expected_confusion,
             confidence_rows=counts.confidence_rows,
             confidence_sq_sum=counts.confidence_sq_sum,
-            confusion=counts.confusion,
-            reliability_rows=counts.reliability_rows,
-            reliability_confidence_sum=counts.reliability_confidence_sum,
-            reliability_correct=counts.reliability_correct,
         )
         if labels is not None:
+            out.confusion = counts.confusion
+            out.reliability_rows = counts.reliability_rows
+            out.reliability_confidence_sum = counts.reliability_confidence_sum
+            out.reliability_correct = counts.reliability_correct
             out.log_loss_sum = counts.log_loss_sum
             out.brier_sum = counts.brier_sum
         if n_features:
@@ -158,13 +278,7 @@ class ExactCounters:
                     out.nan_counts = np.isnan(features).sum(axis=0, dtype=np.int64)
                     out.inf_counts = np.isinf(features).sum(axis=0, dtype=np.int64)
                 if categorical:
-                    cats = features[:, categorical]
-                    finite = np.isfinite(cats)
-                    feat = np.broadcast_to(np.asarray(categorical, np.int32), cats.shape)[finite]
-                    value = cats[finite]
-                    out.cat_feature, out.cat_value, out.cat_count = _group_categories(
-                        feat, value, np.ones(value.size, np.int64)
-                    )
+                    out.set_categories(categories_of(features, categorical))
         return out
 
     def add(self, other: ExactCounters) -> None:
@@ -174,20 +288,8 @@ class ExactCounters:
                 f"counters: cannot add counters of shape ({other.n_classes} classes,"
                 f" {other.n_features} features) to ({self.n_classes}, {self.n_features})"
             )
-        self.rows_seen += other.rows_seen
-        self.rows_without_features += other.rows_without_features
-        self.log_loss_sum += other.log_loss_sum
-        self.pred_counts += other.pred_counts
-        self.confusion += other.confusion
-        self.nan_counts += other.nan_counts
-        self.inf_counts += other.inf_counts
-        self.brier_sum += other.brier_sum
-        self.expected_confusion += other.expected_confusion
-        self.confidence_rows += other.confidence_rows
-        self.confidence_sq_sum += other.confidence_sq_sum
-        self.reliability_rows += other.reliability_rows
-        self.reliability_confidence_sum += other.reliability_confidence_sum
-        self.reliability_correct += other.reliability_correct
+        self.counts += other.counts
+        self.totals += other.totals
         if other.cat_feature.size:
             self.cat_feature, self.cat_value, self.cat_count = _group_categories(
                 np.concatenate((self.cat_feature, other.cat_feature)),
@@ -206,7 +308,7 @@ class ExactCounters:
         confidence counters stay zero here.
         """
         full = cls.from_batch(probs, predicted, labels, None, 0, ())
-        out = cls(n_classes=full.n_classes, n_features=0)
+        out = cls(full.n_classes, 0)
         out.add_labels(full)
         return out
 
@@ -216,10 +318,12 @@ class ExactCounters:
             raise ValueError(
                 f"counters: cannot add labels of {other.n_classes} classes to {self.n_classes}"
             )
-        for name in _LABEL_ARRAYS:
-            getattr(self, name).__iadd__(getattr(other, name))
-        for name in _LABEL_SUMS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        # where the label fields sit depends on the feature count (the per-feature counts
+        # come first): each side's own layout says
+        for buffer in ("counts", "totals"):
+            mine = self._layout.label_positions[buffer]
+            theirs = other._layout.label_positions[buffer]
+            getattr(self, buffer)[mine] += getattr(other, buffer)[theirs]
 
     def labels_only(self) -> ExactCounters:
         """A copy holding just the label-dependent counters."""
@@ -238,23 +342,8 @@ class ExactCounters:
         return out
 
     def to_parts(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta = {
-            "rows_seen": self.rows_seen,
-            "rows_without_features": self.rows_without_features,
-            "log_loss_sum": self.log_loss_sum,
-            "brier_sum": self.brier_sum,
-            "confidence_sq_sum": self.confidence_sq_sum,
-        }
-        arrays = {
-            f"{prefix}pred_counts": self.pred_counts,
-            f"{prefix}confusion": self.confusion,
-            f"{prefix}nan_counts": self.nan_counts,
-            f"{prefix}inf_counts": self.inf_counts,
-            f"{prefix}cat_feature": self.cat_feature,
-            f"{prefix}cat_value": self.cat_value,
-            f"{prefix}cat_count": self.cat_count,
-            **{f"{prefix}{name}": getattr(self, name) for name in _SUMMED_ARRAYS},
-        }
+        meta = {name: getattr(self, name) for name in _SCALARS}
+        arrays = {f"{prefix}{name}": getattr(self, name) for name in _ARRAYS}
         return meta, arrays
 
     @classmethod
@@ -266,26 +355,15 @@ class ExactCounters:
         arrays: dict[str, np.ndarray],
         prefix: str,
     ) -> ExactCounters:
-        arrays = {
-            name: value.astype(np.int64)
-            if name.removeprefix(prefix) in _COUNT_ARRAYS and value.dtype != np.int64
-            else value
-            for name, value in arrays.items()
-        }
-        return cls(
-            n_classes=n_classes,
-            n_features=n_features,
-            rows_seen=int(meta["rows_seen"]),
-            rows_without_features=int(meta["rows_without_features"]),
-            log_loss_sum=float(meta["log_loss_sum"]),
-            pred_counts=arrays[f"{prefix}pred_counts"],
-            confusion=arrays[f"{prefix}confusion"],
-            nan_counts=arrays[f"{prefix}nan_counts"],
-            inf_counts=arrays[f"{prefix}inf_counts"],
-            cat_feature=arrays[f"{prefix}cat_feature"],
-            cat_value=arrays[f"{prefix}cat_value"],
-            cat_count=arrays[f"{prefix}cat_count"],
-            brier_sum=float(meta["brier_sum"]),
-            confidence_sq_sum=float(meta["confidence_sq_sum"]),
-            **{name: arrays[f"{prefix}{name}"] for name in _SUMMED_ARRAYS},
+        """The counters :meth:`to_parts` gave (counts of any integer type, e.g. a delta's
+        int32)."""
+        out = cls(
+            n_classes,
+            n_features,
+            **{name: meta[name] for name in _SCALARS},
+            **{name: arrays[f"{prefix}{name}"] for name in _ARRAYS if name not in _CATEGORIES},
         )
+        out.cat_feature = arrays[f"{prefix}cat_feature"]
+        out.cat_value = arrays[f"{prefix}cat_value"]
+        out.cat_count = arrays[f"{prefix}cat_count"].astype(np.int64, copy=False)
+        return out

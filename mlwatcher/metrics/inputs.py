@@ -5,6 +5,7 @@ as the producer's, named after the engine's arguments (``predict_proba``, ``labe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "categorical_indices",
     "check_categorical",
     "normalise_labels",
+    "plain_batch",
     "predicted_classes",
 ]
 
@@ -36,10 +38,74 @@ def as_probabilities(predict_proba: Any, n_classes: int | None = None) -> np.nda
     return check_probabilities(predict_proba, n_classes, argument="predict_proba", passes=passes)
 
 
+#: The compiled checks' sum tolerance. They sum each row in another order than the
+#: contract's check: a margin far above that rounding sends rows near the limit to the
+#: check, which decides.
+FAST_SUM_TOLERANCE = DEFAULT_SUM_TOLERANCE - 1e-9
+
+
 def _within_tolerance(probs: np.ndarray) -> bool:
-    # The compiled pass sums each row in another order than the contract's check: a margin
-    # far above that rounding sends rows near the limit to the check, which decides.
-    return kernels.probabilities_within(probs, DEFAULT_SUM_TOLERANCE - 1e-9)
+    return kernels.probabilities_within(probs, FAST_SUM_TOLERANCE)
+
+
+_NO_LABELS = np.empty(0, np.int64)
+
+
+def plain_batch(
+    predict_proba: Any, labels: Any, features: Any, n_classes: int, n_features: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The batch as the compiled update takes it, if its arrays are of the plain kinds
+    (float probabilities ``(n, n_classes)``, integer label vector, float features
+    ``(n, n_features)``): probabilities float64 and writable, labels int64 (empty: none),
+    features float64 (``(0, n_features)``: none). None for anything else, which goes to
+    the contract's checks. The shapes are checked here; the values are the compiled
+    loop's to check (``kernels.count_batch``), and what it refuses goes to the contract too.
+    """
+    probs = predict_proba
+    if not (
+        type(probs) is np.ndarray
+        and probs.ndim == 2
+        and probs.dtype.char in _FLOAT_CHARS
+        and probs.shape[1] == n_classes
+        and probs.shape[0] > 0
+    ):
+        return None
+    if probs.dtype.char != "d" or not (probs.flags.c_contiguous and probs.flags.writeable):
+        probs = np.array(probs, np.float64)  # small; one compiled variant fewer
+    n_rows = probs.shape[0]
+    if labels is None:
+        label_vec = _NO_LABELS
+    elif type(labels) is np.ndarray and labels.shape == (n_rows,) and labels.dtype.kind in "iu":
+        label_vec = labels.astype(np.int64)  # a uint64 too large wraps below -1: refused
+    else:
+        return None
+    if features is None:
+        feats = _no_features(n_features)
+    elif (
+        n_features
+        and type(features) is np.ndarray
+        and features.shape == (n_rows, n_features)
+        and features.dtype.char in _FLOAT_CHARS
+    ):
+        # Always passed read-only (one compiled variant): a decoded message's features are,
+        # and a view costs less than a copy of them.
+        feats = np.ascontiguousarray(features, np.float64)
+        if feats.flags.writeable:
+            feats = feats.view()
+            feats.flags.writeable = False
+    else:
+        return None
+    return probs, label_vec, feats
+
+
+_FLOAT_CHARS = "df"  # float64, float32 (dtype codes: cheaper to compare than dtypes)
+
+
+@lru_cache(maxsize=64)
+def _no_features(n_features: int) -> np.ndarray:
+    empty = np.empty((0, n_features))
+    empty.flags.writeable = False
+    return empty
 
 
 def predicted_classes(probs: np.ndarray, threshold: float) -> np.ndarray:

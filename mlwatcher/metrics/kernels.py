@@ -11,7 +11,8 @@ The window close:
 * :func:`pelz_good_cdf`: the series behind the KS p-values of large samples.
 
 The update of one batch: :func:`probabilities_within` (the fast path of its validation),
-:func:`predicted_classes`, :func:`batch_counts` (its probability and label counters),
+:func:`predicted_classes` (one loop gives both), :func:`batch_counts` (its probability and
+label counters),
 :func:`replacement_slots` (the reservoir slots it writes) and :func:`scatter_rows` (the
 write).
 
@@ -623,50 +624,42 @@ def _batch_counts_numpy(
     )
 
 
-def _probabilities_within_loop(probs: np.ndarray, tolerance: float) -> bool:
+def _checked_predictions_loop(
+    probs: np.ndarray, tolerance: float, threshold: float, predicted: np.ndarray
+) -> bool:
+    # One read of the matrix gives its checks and its predicted classes. Every row is
+    # predicted whatever the checks say, and they do not branch: no early exit, which
+    # batches that pass (nearly all) would not use.
     rows, n_classes = probs.shape
+    valid = True
     for r in range(rows):
         total = 0.0
+        best, best_p = 0, probs[r, 0]
         for c in range(n_classes):
             p = probs[r, c]
-            if not (p >= 0.0 and p <= 1.0):  # NaN fails both
-                return False
+            valid &= (p >= 0.0) & (p <= 1.0)  # NaN fails both
             total += p
-        if abs(total - 1.0) > tolerance:
-            return False
-    return True
+            if p > best_p:  # the first of equal maxima, as np.argmax
+                best, best_p = c, p
+        valid &= abs(total - 1.0) <= tolerance
+        predicted[r] = (probs[r, 1] > threshold) if n_classes == 2 else best
+    return valid
 
 
-_probabilities_within_compiled = _compiled(_probabilities_within_loop)
+_checked_predictions_compiled = _compiled(_checked_predictions_loop)
 
 
 def probabilities_within(
     probs: np.ndarray, tolerance: float, *, compiled: bool | None = None
 ) -> bool:
     """Whether every value of the float64 matrix ``probs`` lies in [0, 1] and every row sums
-    to 1 within ``tolerance``, in one read that stops at the first failure.
-    ``compiled``: as for :func:`row_moments`."""
+    to 1 within ``tolerance``, in one read. ``compiled``: as for :func:`row_moments`."""
     if use_compiled(compiled):
-        return bool(_probabilities_within_compiled(probs, float(tolerance)))
+        scratch = np.empty(probs.shape[0], np.int64)
+        return bool(_checked_predictions_compiled(probs, float(tolerance), 0.5, scratch))
     if not (probs.min() >= 0.0 and probs.max() <= 1.0):
         return False
     return bool(np.abs(probs.sum(axis=1) - 1.0).max() <= tolerance)
-
-
-def _predicted_classes_loop(probs: np.ndarray, threshold: float, out: np.ndarray) -> None:
-    n_rows, n_classes = probs.shape
-    for r in range(n_rows):
-        if n_classes == 2:
-            out[r] = probs[r, 1] > threshold
-            continue
-        best, best_p = 0, probs[r, 0]
-        for c in range(1, n_classes):
-            if probs[r, c] > best_p:  # the first of equal maxima, as np.argmax
-                best, best_p = c, probs[r, c]
-        out[r] = best
-
-
-_predicted_classes_compiled = _compiled(_predicted_classes_loop)
 
 
 def predicted_classes(
@@ -676,7 +669,7 @@ def predicted_classes(
     argmax (the first on ties). ``compiled``: as for :func:`row_moments`."""
     if use_compiled(compiled):
         out = np.empty(probs.shape[0], np.int64)
-        _predicted_classes_compiled(probs, float(threshold), out)
+        _checked_predictions_compiled(probs, np.inf, float(threshold), out)
         return out
     if probs.shape[1] == 2:
         return (probs[:, 1] > threshold).astype(np.int64)
@@ -778,3 +771,216 @@ def scatter_rows(
     into_probs[slots] = probs
     into_labels[slots] = labels
     into_features[:, slots] = features.T
+
+
+#: The counters :func:`count_batch` writes, in the order of its ``starts`` argument: where
+#: each begins in the int64 ``counts`` or the float64 ``totals`` buffer of an
+#: ``ExactCounters`` (whose layout this is not: it only names what the loop needs).
+#: ``reliability_rows`` is followed by ``reliability_correct`` (written as one (2, B) block).
+COUNT_BATCH_FIELDS = (
+    "rows_seen",
+    "rows_without_features",
+    "pred_counts",
+    "confusion",
+    "nan_counts",
+    "inf_counts",
+    "confidence_rows",
+    "reliability_rows",
+    "log_loss_sum",
+    "brier_sum",
+    "confidence_sq_sum",
+    "expected_by_predicted",
+    "reliability_confidence_sum",
+)
+(
+    _ROWS_SEEN,
+    _ROWS_WITHOUT_FEATURES,
+    _PRED_COUNTS,
+    _CONFUSION,
+    _NAN_COUNTS,
+    _INF_COUNTS,
+    _CONFIDENCE_ROWS,
+    _RELIABILITY,
+    _LOG_LOSS,
+    _BRIER,
+    _CONFIDENCE_SQ,
+    _EXPECTED,
+    _RELIABILITY_SUM,
+) = range(len(COUNT_BATCH_FIELDS))
+
+#: :func:`count_batch`'s answers when it does not count a batch
+PROBABILITIES_REFUSED, LABELS_REFUSED = -1, -2
+
+
+def _count_non_finite_loop(features: np.ndarray, nan: np.ndarray, inf: np.ndarray) -> None:
+    # x - x is 0 for a finite x and NaN otherwise: an or of comparisons over the flat
+    # (C-contiguous) matrix vectorises without reassociating float arithmetic. The counting
+    # pass runs only for a batch with a missing value.
+    values = features.reshape(-1)
+    seen = False
+    for i in range(values.size):
+        x = values[i]
+        seen |= (x - x) != 0.0
+    if not seen:
+        return
+    rows, n_features = features.shape
+    for r in range(rows):
+        for f in range(n_features):
+            x = features[r, f]
+            nan[f] += np.isnan(x)
+            inf[f] += np.isinf(x)
+
+
+_count_non_finite_compiled = _compiled(_count_non_finite_loop)
+
+
+def _count_batch_loop(
+    probs: np.ndarray,
+    threshold: float,
+    labels: np.ndarray,
+    features: np.ndarray,
+    tolerance: float,
+    n_bins: int,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    totals: np.ndarray,
+) -> int:
+    n_rows, n_classes = probs.shape
+    n_features = features.shape[1]
+    predicted = np.empty(n_rows, np.int64)
+    if not _checked_predictions_compiled(probs, tolerance, threshold, predicted):
+        return PROBABILITIES_REFUSED
+    for r in range(labels.size):
+        if labels[r] < -1 or labels[r] >= n_classes:
+            return LABELS_REFUSED
+    sums = np.zeros(5)
+    square, per_bin = n_classes * n_classes, n_classes * n_bins
+    s = starts
+    _batch_counts_compiled(
+        probs,
+        predicted,
+        labels,
+        n_bins,
+        LOG_LOSS_EPS,
+        counts[s[_PRED_COUNTS] : s[_PRED_COUNTS] + n_classes],
+        totals[s[_EXPECTED] : s[_EXPECTED] + square].reshape((n_classes, n_classes)),
+        counts[s[_CONFIDENCE_ROWS] : s[_CONFIDENCE_ROWS] + per_bin].reshape((n_classes, n_bins)),
+        counts[s[_CONFUSION] : s[_CONFUSION] + square].reshape((n_classes, n_classes)),
+        counts[s[_RELIABILITY] : s[_RELIABILITY] + 2 * n_bins].reshape((2, n_bins)),
+        totals[s[_RELIABILITY_SUM] : s[_RELIABILITY_SUM] + n_bins],
+        sums,
+    )
+    counts[s[_ROWS_SEEN]] = n_rows
+    totals[s[_CONFIDENCE_SQ]] = sums[0]
+    if labels.size:
+        totals[s[_LOG_LOSS]] = sums[1]
+        totals[s[_BRIER]] = sums[2] - 2.0 * sums[3] + sums[4]
+    if n_features and features.shape[0] == 0:
+        counts[s[_ROWS_WITHOUT_FEATURES]] = n_rows
+    elif n_features:
+        _count_non_finite_compiled(
+            features,
+            counts[s[_NAN_COUNTS] : s[_NAN_COUNTS] + n_features],
+            counts[s[_INF_COUNTS] : s[_INF_COUNTS] + n_features],
+        )
+    return 0
+
+
+_count_batch_compiled = _compiled(_count_batch_loop)
+
+
+def count_batch(
+    probs: np.ndarray,
+    threshold: float,
+    labels: np.ndarray,
+    features: np.ndarray,
+    tolerance: float,
+    n_bins: int,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    totals: np.ndarray,
+) -> int:
+    """Check one batch and count it into the zeroed buffers ``counts`` and ``totals`` at
+    ``starts`` (:data:`COUNT_BATCH_FIELDS`), in one compiled call: the window update's
+    fast path. Returns 0, or :data:`PROBABILITIES_REFUSED` if a probability is outside
+    [0, 1] or a row's sum is more than ``tolerance`` from 1, or :data:`LABELS_REFUSED` if a
+    label is outside [-1, C); then the buffers mean nothing.
+
+    ``probs`` float64 ``(n, C)`` C-contiguous, ``labels`` int64 ``(n,)`` or empty (no
+    labels), ``features`` float64 ``(n, F)`` or ``(0, F)`` (none). Compiled only: the NumPy
+    twin is the contract's checks and ``ExactCounters.from_batch``; the tests compare them.
+    """
+    return int(
+        _count_batch_compiled(
+            probs, float(threshold), labels, features, tolerance, n_bins, starts, counts, totals
+        )
+    )
+
+
+def _sample_batch_loop(
+    uniforms: np.ndarray,
+    rows_seen_before: int,
+    n_fill: int,
+    capacity: int,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    features: np.ndarray,
+    slots: np.ndarray,
+    probs_out: np.ndarray,
+    labels_out: np.ndarray,
+    features_out: np.ndarray,
+) -> int:
+    size = n_fill + uniforms.size
+    drawn_slots, drawn_rows = np.empty(size, np.int64), np.empty(size, np.int64)
+    rows = np.empty(size, np.int64)
+    kept = _replacement_slots_compiled(
+        uniforms, rows_seen_before, n_fill, capacity, drawn_slots, drawn_rows, slots, rows
+    )
+    n_classes, n_features = probs.shape[1], features_out.shape[1]
+    labelled, with_features = labels.size > 0, features.shape[0] > 0
+    for i in range(kept):
+        row = rows[i]
+        for c in range(n_classes):
+            probs_out[i, c] = probs[row, c]
+        labels_out[i] = labels[row] if labelled else -1
+        for f in range(n_features):
+            features_out[i, f] = features[row, f] if with_features else np.nan
+    return kept
+
+
+_sample_batch_compiled = _compiled(_sample_batch_loop)
+
+
+def sample_batch(
+    uniforms: np.ndarray,
+    rows_seen_before: int,
+    n_fill: int,
+    capacity: int,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    features: np.ndarray,
+    n_features: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The reservoir slots a batch writes (:func:`replacement_slots`) and the rows written
+    there: probabilities, labels (``-1``: none) and features (NaN rows: none), gathered in
+    the same compiled call. Arguments as for :func:`count_batch`. Compiled only: the NumPy
+    twin is ``reservoir.choose_slots`` and fancy indexing."""
+    n_rows = probs.shape[0]
+    slots = np.empty(n_rows, np.int64)
+    probs_out = np.empty((n_rows, probs.shape[1]))
+    labels_out = np.empty(n_rows, np.int64)
+    features_out = np.empty((n_rows, n_features))
+    kept = _sample_batch_compiled(
+        uniforms,
+        rows_seen_before,
+        n_fill,
+        capacity,
+        probs,
+        labels,
+        features,
+        slots,
+        probs_out,
+        labels_out,
+        features_out,
+    )
+    return slots[:kept], probs_out[:kept], labels_out[:kept], features_out[:kept]

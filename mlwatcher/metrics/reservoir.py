@@ -38,6 +38,33 @@ class Sample:
         return int(self.labels.shape[0])
 
 
+def fill_count(rows_seen_before: int, n_rows: int, capacity: int) -> int:
+    """How many of a batch's first rows fill free slots (the rest may replace a row)."""
+    return max(0, min(n_rows, capacity - rows_seen_before))
+
+
+def sample_rows(
+    rows_seen_before: int,
+    capacity: int,
+    rng: np.random.Generator,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    features: np.ndarray,
+    n_features: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The slots of :func:`choose_slots` (the same draws from ``rng``) with the rows written
+    there, in one compiled call (:func:`kernels.sample_batch`, whose arguments these are)."""
+    n_rows = probs.shape[0]
+    n_fill = fill_count(rows_seen_before, n_rows, capacity)
+    uniforms = rng.random(n_rows - n_fill) if n_fill < n_rows else _NO_DRAWS
+    return kernels.sample_batch(
+        uniforms, rows_seen_before, n_fill, capacity, probs, labels, features, n_features
+    )
+
+
+_NO_DRAWS = np.empty(0)
+
+
 def choose_slots(
     rows_seen_before: int,
     n_rows: int,
@@ -49,7 +76,7 @@ def choose_slots(
     """(slot, batch row index) pairs of the rows of a batch that end up in the reservoir,
     in increasing slot order. ``compiled``: :func:`kernels.replacement_slots` (the default
     with numba) or the NumPy code below; the same slots from the same draws."""
-    n_fill = max(0, min(n_rows, capacity - rows_seen_before))
+    n_fill = fill_count(rows_seen_before, n_rows, capacity)
     if n_fill == n_rows:
         fill_slots = np.arange(rows_seen_before, rows_seen_before + n_fill, dtype=np.int64)
         return fill_slots, np.arange(n_rows, dtype=np.int64)
@@ -118,10 +145,11 @@ class Reservoir:
         labels: np.ndarray | None,
         features: np.ndarray | None,
     ) -> None:
-        """Store rows at ``slots`` (features row-major ``(k, n_features)``; None = missing)."""
+        """Store rows at ``slots``, ascending (features row-major ``(k, n_features)``; None =
+        missing)."""
         if slots.size == 0:
             return
-        top = int(slots.max()) + 1
+        top = int(slots[-1]) + 1
         self._grow(top)
         self.size = max(self.size, top)
         rows = slots.size

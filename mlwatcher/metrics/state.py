@@ -9,18 +9,21 @@ from typing import Any
 
 import numpy as np
 
-from mlwatcher.metrics import codec, drift
+from mlwatcher.metrics import codec, drift, kernels
+from mlwatcher.metrics.calibration import N_BINS
 from mlwatcher.metrics.compute import PointList, PointSink, collect_from_parts
-from mlwatcher.metrics.counters import ExactCounters
+from mlwatcher.metrics.counters import ExactCounters, categories_of
 from mlwatcher.metrics.inputs import (
+    FAST_SUM_TOLERANCE,
     MetricInputError,
     as_features,
     as_probabilities,
     normalise_labels,
+    plain_batch,
     predicted_classes,
 )
 from mlwatcher.metrics.reference import ReferenceProfile
-from mlwatcher.metrics.reservoir import Reservoir, Sample, choose_slots
+from mlwatcher.metrics.reservoir import Reservoir, Sample, choose_slots, sample_rows
 from mlwatcher.point import Point
 from mlwatcher.schemas.point_columns import PointColumns, PointColumnsBuilder
 
@@ -155,6 +158,56 @@ class WindowState:
 
         The batch is checked by the validation contract (:mod:`mlwatcher.validation`).
         """
+        rng = self.rng if rng is None else rng
+        delta = None
+        if kernels.ENABLED:
+            delta = self._compiled_delta(predict_proba, labels, features, rng)
+        if delta is None:
+            delta = self._checked_delta(predict_proba, labels, features, rng)
+        self.apply(delta)
+        return delta
+
+    def _compiled_delta(
+        self, predict_proba: Any, labels: Any, features: Any, rng: np.random.Generator
+    ) -> StateDelta | None:
+        """The delta in two compiled calls (check and count, then sample), or None when the
+        batch is not of the plain kinds or not one the fast checks accept: then
+        :meth:`_checked_delta` decides, and explains a refusal. Nothing is drawn from
+        ``rng`` before the batch is accepted."""
+        if features is not None and self.n_features == 0:
+            return None
+        batch = plain_batch(predict_proba, labels, features, self.n_classes, self.n_features)
+        if batch is None:
+            return None
+        probs, label_vec, feats = batch
+        counters = ExactCounters(self.n_classes, self.n_features)
+        status = kernels.count_batch(
+            probs,
+            self.threshold,
+            label_vec,
+            feats,
+            FAST_SUM_TOLERANCE,
+            N_BINS,
+            counters.kernel_starts,
+            counters.counts,
+            counters.totals,
+        )
+        if status != 0:
+            return None
+        if self.categorical_features and feats.shape[0]:
+            counters.set_categories(categories_of(feats, self.categorical_features))
+        rows_seen = self.rows_seen
+        slots, sampled_probs, sampled_labels, sampled_features = sample_rows(
+            rows_seen, self.max_buffer_size, rng, probs, label_vec, feats, self.n_features
+        )
+        return StateDelta(
+            rows_seen, counters, slots, sampled_probs, sampled_labels, sampled_features
+        )
+
+    def _checked_delta(
+        self, predict_proba: Any, labels: Any, features: Any, rng: np.random.Generator
+    ) -> StateDelta:
+        """The delta by the contract's checks and the NumPy twins (any accepted input)."""
         probs = as_probabilities(predict_proba, self.n_classes)
         n_rows = probs.shape[0]
         label_vec = normalise_labels(labels, n_rows, self.n_classes)
@@ -167,10 +220,8 @@ class WindowState:
         counters = ExactCounters.from_batch(
             probs, predicted, label_vec, feats, self.n_features, self.categorical_features
         )
-        slots, rows = choose_slots(
-            self.rows_seen, n_rows, self.max_buffer_size, self.rng if rng is None else rng
-        )
-        delta = StateDelta(
+        slots, rows = choose_slots(self.rows_seen, n_rows, self.max_buffer_size, rng)
+        return StateDelta(
             rows_seen_before=self.rows_seen,
             counters=counters,
             slots=slots,
@@ -180,8 +231,6 @@ class WindowState:
                 np.full((rows.size, self.n_features), np.nan) if feats is None else feats[rows]
             ),
         )
-        self.apply(delta)
-        return delta
 
     def apply(self, delta: StateDelta) -> None:
         """Replay a delta produced by :meth:`update` on a state in the same position."""
