@@ -119,11 +119,17 @@ def rss_mb(worker: WorkerProcess) -> float:
 
 
 def parquet_rows_seen(root: Path) -> dict[tuple[str, int], set[int]]:
-    """``{(agent, window_start_ms): {rows_seen values}}`` over a Parquet sink data set."""
+    """``{(agent, window_start_ms): {rows_seen values}}`` over a Parquet sink data set;
+    empty while there is none, or when a file went between listing and reading it (a sink
+    taking a partition deletes its files past the committed offset, then writes them
+    again): the caller polls."""
     files = sorted(root.rglob("*.parquet"))
     if not files:
         return {}
-    table = pq.read_table(root, columns=["agent_id", "window_start", "rows_seen"])
+    try:
+        table = pq.read_table(root, columns=["agent_id", "window_start", "rows_seen"])
+    except FileNotFoundError:
+        return {}
     frame = table.to_pandas()
     starts = frame["window_start"].astype("datetime64[ms, UTC]").astype("int64")
     seen: dict[tuple[str, int], set[int]] = defaultdict(set)
