@@ -16,7 +16,7 @@ def _field_shapes(n_classes: int, n_features: int) -> dict[str, tuple[tuple[int,
     those of the float64 ``totals`` buffer, each stored in this order."""
     c, f, b = n_classes, n_features, N_BINS
     counts = {
-        "rows_seen": (),
+        "rows_seen": (),  # first: ExactCounters.rows_seen reads counts[0]
         "rows_without_features": (),
         "pred_counts": (c,),
         "confusion": (c, c),  # [label, predicted]
@@ -202,7 +202,15 @@ class ExactCounters:
         for name, value in fields.items():
             setattr(self, name, value)
 
-    rows_seen = _field("rows_seen", "rows counted")
+    @property
+    def rows_seen(self) -> int:
+        """Rows counted (read on every update: the first count, not a generic field)."""
+        return int(self.counts[0])
+
+    @rows_seen.setter
+    def rows_seen(self, value: int) -> None:
+        self.counts[0] = value
+
     rows_without_features = _field("rows_without_features", "rows of batches without features")
     pred_counts = _field("pred_counts", "(C,) rows per predicted class")
     confusion = _field("confusion", "(C, C) labelled rows per [label, predicted]")

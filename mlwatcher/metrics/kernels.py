@@ -472,6 +472,9 @@ def _pelz_good_cdf_numpy(n: np.ndarray, x: np.ndarray) -> np.ndarray:
     return terms[0] + terms[1] + terms[2] + terms[3]
 
 
+_LOG_GROUP = 16
+
+
 def _batch_counts_loop(
     probs: np.ndarray,
     predicted: np.ndarray,
@@ -491,6 +494,10 @@ def _batch_counts_loop(
     n_rows, n_classes = probs.shape
     labelled = labels.size > 0
     confidence_squares = log_loss = label_squares = label_p = label_rows = 0.0
+    # The log loss takes one logarithm per 16 labelled rows, of the product of their clipped
+    # probabilities (each >= eps, so 16 of them stay far above the smallest normal float):
+    # a logarithm costs more than the rest of a row's counting.
+    product, in_product = 1.0, 0
     for r in range(n_rows):
         j = predicted[r]
         row = probs[r]
@@ -505,7 +512,11 @@ def _batch_counts_loop(
             y = labels[r]
             p_true = row[y]
             confusion[y, j] += 1
-            log_loss -= np.log(min(max(p_true, eps), 1.0 - eps))
+            product *= min(max(p_true, eps), 1.0 - eps)
+            in_product += 1
+            if in_product == _LOG_GROUP:
+                log_loss -= np.log(product)
+                product, in_product = 1.0, 0
             squares = 0.0
             for i in range(n_classes):
                 squares += row[i] * row[i]
@@ -515,6 +526,7 @@ def _batch_counts_loop(
             reliability[0, b] += 1
             reliability[1, b] += y == j
             reliability_sum[b] += confidence
+    log_loss -= np.log(product)
     sums[0], sums[1], sums[2], sums[3], sums[4] = (
         confidence_squares,
         log_loss,
