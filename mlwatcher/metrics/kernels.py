@@ -10,11 +10,12 @@ The window close:
 * :func:`prediction_summaries`: the top two probabilities and ``Σ p log p`` of every row.
 * :func:`pelz_good_cdf`: the series behind the KS p-values of large samples.
 
-The update of one batch: :func:`probabilities_within` (the fast path of its validation),
-:func:`predicted_classes` (one loop gives both), :func:`batch_counts` (its probability and
-label counters),
-:func:`replacement_slots` (the reservoir slots it writes) and :func:`scatter_rows` (the
-write).
+The update of one batch, in two compiled calls: :func:`count_batch` (the fast path of its
+validation, its predicted classes and every counter, written into the counters' flat
+buffers) and :func:`sample_batch` (the reservoir slots it writes and the rows gathered for
+them); then :func:`scatter_rows` (the write). They are built of the loops the rest of the
+engine calls one by one: :func:`probabilities_within` and :func:`predicted_classes` (one
+loop gives both), :func:`batch_counts` and :func:`replacement_slots`.
 
 Without numba (``pip install mlwatcher[worker]`` brings it; a Python release numba does not
 support yet would not) or with ``MLWATCHER_NUMBA=0``, the NumPy twins run: same contract,
