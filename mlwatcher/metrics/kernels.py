@@ -858,6 +858,16 @@ def _count_batch_loop(
     counts: np.ndarray,
     totals: np.ndarray,
 ) -> int:
+    """Check one batch and count it into the zeroed buffers ``counts`` and ``totals`` at
+    ``starts`` (:data:`COUNT_BATCH_FIELDS`), in one compiled call: the window update's
+    fast path. Returns 0, or :data:`PROBABILITIES_REFUSED` if a probability is outside
+    [0, 1] or a row's sum is more than ``tolerance`` from 1, or :data:`LABELS_REFUSED` if a
+    label is outside [-1, C); then the buffers mean nothing.
+
+    ``probs`` float64 ``(n, C)`` C-contiguous, ``labels`` int64 ``(n,)`` or empty (no
+    labels), ``features`` float64 ``(n, F)`` or ``(0, F)`` (none). Compiled only: the NumPy
+    twin is the contract's checks and ``ExactCounters.from_batch``; the tests compare them.
+    """
     n_rows, n_classes = probs.shape
     n_features = features.shape[1]
     predicted = np.empty(n_rows, np.int64)
@@ -899,35 +909,8 @@ def _count_batch_loop(
     return 0
 
 
-_count_batch_compiled = _compiled(_count_batch_loop)
-
-
-def count_batch(
-    probs: np.ndarray,
-    threshold: float,
-    labels: np.ndarray,
-    features: np.ndarray,
-    tolerance: float,
-    n_bins: int,
-    starts: np.ndarray,
-    counts: np.ndarray,
-    totals: np.ndarray,
-) -> int:
-    """Check one batch and count it into the zeroed buffers ``counts`` and ``totals`` at
-    ``starts`` (:data:`COUNT_BATCH_FIELDS`), in one compiled call: the window update's
-    fast path. Returns 0, or :data:`PROBABILITIES_REFUSED` if a probability is outside
-    [0, 1] or a row's sum is more than ``tolerance`` from 1, or :data:`LABELS_REFUSED` if a
-    label is outside [-1, C); then the buffers mean nothing.
-
-    ``probs`` float64 ``(n, C)`` C-contiguous, ``labels`` int64 ``(n,)`` or empty (no
-    labels), ``features`` float64 ``(n, F)`` or ``(0, F)`` (none). Compiled only: the NumPy
-    twin is the contract's checks and ``ExactCounters.from_batch``; the tests compare them.
-    """
-    return int(
-        _count_batch_compiled(
-            probs, float(threshold), labels, features, tolerance, n_bins, starts, counts, totals
-        )
-    )
+#: :func:`_count_batch_loop`, compiled
+count_batch = _compiled(_count_batch_loop)
 
 
 def _sample_batch_loop(
