@@ -174,8 +174,6 @@ class WindowState:
         batch is not of the plain kinds or not one the fast checks accept: then
         :meth:`_checked_delta` decides, and explains a refusal. Nothing is drawn from
         ``rng`` before the batch is accepted."""
-        if features is not None and self.n_features == 0:
-            return None
         batch = plain_batch(predict_proba, labels, features, self.n_classes, self.n_features)
         if batch is None:
             return None
