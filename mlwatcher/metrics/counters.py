@@ -9,6 +9,7 @@ import numpy as np
 
 from mlwatcher.metrics import kernels
 from mlwatcher.metrics.calibration import N_BINS
+from mlwatcher.metrics.inputs import FAST_SUM_TOLERANCE
 
 
 def _field_shapes(n_classes: int, n_features: int) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -234,11 +235,6 @@ class ExactCounters:
     def expected_confusion(self, value: np.ndarray) -> None:
         self.expected_by_predicted = np.asarray(value).T
 
-    @property
-    def kernel_starts(self) -> np.ndarray:
-        """Where the fields :func:`kernels.count_batch` writes begin in the buffers."""
-        return self._layout.kernel_starts
-
     def set_categories(self, categories: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Set the (feature, value, count) arrays, sorted by feature then value."""
         self.cat_feature, self.cat_value, self.cat_count = categories
@@ -287,6 +283,37 @@ class ExactCounters:
                     out.inf_counts = np.isinf(features).sum(axis=0, dtype=np.int64)
                 if categorical:
                     out.set_categories(categories_of(features, categorical))
+        return out
+
+    @classmethod
+    def from_plain_batch(
+        cls,
+        probs: np.ndarray,
+        threshold: float,
+        labels: np.ndarray,
+        features: np.ndarray,
+        n_features: int,
+        categorical: tuple[int, ...],
+    ) -> ExactCounters | None:
+        """:meth:`from_batch` of a batch ``inputs.plain_batch`` gave, checked and counted in
+        one compiled call (:func:`kernels.count_batch`), with its predicted classes at
+        ``threshold``; None when the fast check refuses it (the contract then decides)."""
+        out = cls(probs.shape[1], n_features)
+        status = kernels.count_batch(
+            probs,
+            threshold,
+            labels,
+            features,
+            FAST_SUM_TOLERANCE,
+            N_BINS,
+            out._layout.kernel_starts,
+            out.counts,
+            out.totals,
+        )
+        if status != 0:
+            return None
+        if categorical and features.shape[0]:
+            out.set_categories(categories_of(features, categorical))
         return out
 
     def add(self, other: ExactCounters) -> None:

@@ -10,11 +10,9 @@ from typing import Any
 import numpy as np
 
 from mlwatcher.metrics import codec, drift, kernels
-from mlwatcher.metrics.calibration import N_BINS
 from mlwatcher.metrics.compute import PointList, PointSink, collect_from_parts
-from mlwatcher.metrics.counters import ExactCounters, categories_of
+from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.metrics.inputs import (
-    FAST_SUM_TOLERANCE,
     MetricInputError,
     as_features,
     as_probabilities,
@@ -178,22 +176,11 @@ class WindowState:
         if batch is None:
             return None
         probs, label_vec, feats = batch
-        counters = ExactCounters(self.n_classes, self.n_features)
-        status = kernels.count_batch(
-            probs,
-            self.threshold,
-            label_vec,
-            feats,
-            FAST_SUM_TOLERANCE,
-            N_BINS,
-            counters.kernel_starts,
-            counters.counts,
-            counters.totals,
+        counters = ExactCounters.from_plain_batch(
+            probs, self.threshold, label_vec, feats, self.n_features, self.categorical_features
         )
-        if status != 0:
+        if counters is None:
             return None
-        if self.categorical_features and feats.shape[0]:
-            counters.set_categories(categories_of(feats, self.categorical_features))
         rows_seen = self.rows_seen
         slots, sampled_probs, sampled_labels, sampled_features = sample_rows(
             rows_seen, self.max_buffer_size, rng, probs, label_vec, feats, self.n_features
