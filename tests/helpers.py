@@ -1,4 +1,5 @@
-"""Helpers shared by test modules of several areas: waiting on conditions, reading topics."""
+"""Helpers shared by test modules of several areas: waiting on conditions, producing to and
+reading topics."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
@@ -75,3 +76,15 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
         ]
     finally:
         consumer.close()
+
+
+def ordered_producer(bootstrap: str, **config: Any) -> Producer:
+    """A producer that keeps each partition in the order produced.
+
+    Idempotence is what guarantees it: without it librdkafka keeps several batches in
+    flight, and a batch retried (e.g. on NOT_LEADER of a topic created a moment ago) lands
+    behind the batch sent after it.
+    """
+    return Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, **config}
+    )

@@ -9,12 +9,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from confluent_kafka import Producer
-
 from mlwatcher.metrics import Point
 from mlwatcher.schemas import MetricRecord
 from mlwatcher.sinks.anodot_format import to_anodot_point
-from tests.helpers import read_topic
+from tests.helpers import ordered_producer, read_topic
 
 WINDOW_MS = 60_000
 BASE_MS = 1_764_374_400_000  # 2025-11-29T00:00:00Z
@@ -59,7 +57,7 @@ def produce(
 ) -> None:
     """Produce records, each agent to one partition (so a series stays in order), plus
     raw ``(partition, bytes)`` values (e.g. garbage)."""
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    producer = ordered_producer(bootstrap, **{"linger.ms": 5})
     agents = sorted({r.agent_id for r in records})
     for record in records:
         partition = agents.index(record.agent_id) % partitions

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Producer
 from fake_anodot import FakeAnodot, series_in_order
 from sink_helpers import (
     FAST_GROUP,
@@ -42,7 +41,7 @@ from mlwatcher.sinks.anodot_labels import (
 from mlwatcher.sinks.anodot_sink import AnodotSink, AnodotSinkConfig
 from mlwatcher.sinks.rate_limit import RateLimiter
 from mlwatcher.sinks.shutdown import Shutdown
-from tests.helpers import committed_offsets, wait_until
+from tests.helpers import committed_offsets, ordered_producer, wait_until
 
 TOKEN = "tok-labels-0123"
 WAIT_S = 90  # 1.5 windows: revision 1 (one window late) is in time, revision 2 is late
@@ -105,7 +104,7 @@ def _stream(agents: list[str], windows: int, base_ms: int) -> list[tuple[MetricR
 
 
 def _produce(bootstrap: str, topic: str, items: list[tuple[MetricRecord | bytes, int]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    producer = ordered_producer(bootstrap)
     for record, emitted in items:
         if isinstance(record, bytes):
             producer.produce(topic, value=record, key=b"x", partition=0, timestamp=emitted)
