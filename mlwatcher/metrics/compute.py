@@ -108,14 +108,13 @@ def _label_points(out: PointSink, counters: ExactCounters, classes: list[str]) -
     scores = estimated.scores(confusion)
     support = confusion.sum(axis=1)
     # Per class in turn: its count and share, its four scores, its row of the confusion matrix.
-    per_class = [scores[what] for what in estimated.SCORES]
-    per_class_values = np.column_stack((support, support / total, *per_class, confusion))
+    per_class_values = np.column_stack((support, support / total, scores.per_class, confusion))
     layout = blocks.per_class(
         tuple(classes), _LABEL_WHATS, _LABEL_TYPES, ("confusion_count", COUNTER)
     )
     out.add_rows(layout, per_class_values)
-    out.add("overall_accuracy", GAUGE, scores["overall_accuracy"])
-    out.add_rows(blocks.averages(""), estimated.averaged(scores))
+    out.add("overall_accuracy", GAUGE, scores.overall_accuracy)
+    out.add_rows(blocks.averages(""), scores.averaged)
     out.add("log_loss", GAUGE, counters.log_loss_sum / total)
 
 

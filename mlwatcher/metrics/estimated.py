@@ -24,10 +24,11 @@ realised accuracy around the estimate when the probabilities are calibrated.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from mlwatcher.metrics import blocks
+from mlwatcher.metrics import blocks, kernels
 from mlwatcher.metrics.calibration import CalibrationMap, PointAdder
 from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.point import GAUGE
@@ -35,11 +36,17 @@ from mlwatcher.point import GAUGE
 PREFIX = "estimated_"
 
 
-def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.zeros(num.shape), where=den != 0)
+class Scores(NamedTuple):
+    """The label metrics of one confusion matrix (see :func:`scores`)."""
+
+    #: per class (rows): accuracy, precision, recall, f1 (the order of ``SCORES``)
+    per_class: np.ndarray
+    overall_accuracy: float
+    #: precision, recall, f1, each macro, micro, weighted (the order of ``blocks.averages``)
+    averaged: np.ndarray
 
 
-def scores(confusion: np.ndarray) -> dict[str, np.ndarray | float]:
+def scores(confusion: np.ndarray) -> Scores:
     """Label metrics of a confusion matrix (``[true, predicted]``, counts or expectations).
 
     Per class (one-vs-rest, scikit-learn's ``zero_division=0``): ``accuracy = (TP+TN)/N``,
@@ -47,30 +54,9 @@ def scores(confusion: np.ndarray) -> dict[str, np.ndarray | float]:
     ``overall_accuracy = trace/N``; averages ``macro`` (mean over classes), ``micro`` (from
     summed TP, FP, FN) and ``weighted`` (by support, the row sums).
     """
-    total = confusion.sum()
-    tp = np.diag(confusion)
-    support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    fp, fn = predicted - tp, support - tp
-    per_class = {
-        "accuracy": (total - fp - fn) / total,
-        "precision": _divide(tp, tp + fp),
-        "recall": _divide(tp, tp + fn),
-        "f1": _divide(2 * tp, 2 * tp + fp + fn),
-    }
-    sums = {"tp": tp.sum(), "fp": fp.sum(), "fn": fn.sum()}
-    micro = {
-        "precision": sums["tp"] / (sums["tp"] + sums["fp"]) if sums["tp"] + sums["fp"] else 0.0,
-        "recall": sums["tp"] / (sums["tp"] + sums["fn"]) if sums["tp"] + sums["fn"] else 0.0,
-        "f1": 2 * sums["tp"] / (2 * sums["tp"] + sums["fp"] + sums["fn"]),
-    }
-    out: dict[str, np.ndarray | float] = dict(per_class)
-    out["overall_accuracy"] = tp.sum() / total
-    for what in ("precision", "recall", "f1"):
-        out[f"{what}_macro"] = float(per_class[what].mean())
-        out[f"{what}_micro"] = float(micro[what])
-        out[f"{what}_weighted"] = float(np.dot(per_class[what], support) / total)
-    return out
+    # one compiled call: as ~25 NumPy calls on a 10 x 10 matrix it was a tenth of a close
+    per_class, averaged, overall = kernels.confusion_scores(confusion)
+    return Scores(per_class, overall, averaged)
 
 
 def expected_confusion(
@@ -100,11 +86,6 @@ def expected_confusion(
 SCORES = ("accuracy", "precision", "recall", "f1")
 
 
-def averaged(values: dict[str, np.ndarray | float]) -> list[np.ndarray | float]:
-    """The averaged scores of :func:`scores` in the order of ``blocks.averages``."""
-    return [values[f"{what}_{average}"] for what in blocks.AVERAGED for average in blocks.AVERAGES]
-
-
 def accuracy_stderr(accuracy: float, rows: int) -> float:
     """Binomial standard error of a realised accuracy: ``√(acc (1 − acc) / N)``."""
     return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / rows)
@@ -126,11 +107,11 @@ def add_points(
         return
     confusion, variance = expected_confusion(counters, calibration)
     values = scores(confusion)
-    out.add(PREFIX + "overall_accuracy", GAUGE, values["overall_accuracy"])
+    out.add(PREFIX + "overall_accuracy", GAUGE, values.overall_accuracy)
     out.add(PREFIX + "overall_accuracy_stderr", GAUGE, math.sqrt(variance) / rows)
     # Per class in turn: its four scores, then its row of the expected confusion matrix.
     names = tuple(classes)
     whats = tuple(PREFIX + what for what in SCORES)
     per_class = blocks.per_class(names, whats, (GAUGE,) * 4, (PREFIX + "confusion_count", GAUGE))
-    out.add_rows(per_class, np.column_stack((*(values[what] for what in SCORES), confusion)))
-    out.add_rows(blocks.averages(PREFIX), averaged(values))
+    out.add_rows(per_class, np.column_stack((values.per_class, confusion)))
+    out.add_rows(blocks.averages(PREFIX), values.averaged)

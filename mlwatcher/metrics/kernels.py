@@ -368,6 +368,103 @@ _PI_SQUARED, _PI_FOUR, _PI_SIX = np.pi**2, np.pi**4, np.pi**6
 _SQRT2PI, _SQRT3 = float(np.sqrt(2 * np.pi)), float(np.sqrt(3))
 
 
+def _confusion_scores_loop(
+    confusion: np.ndarray, per_class: np.ndarray, averaged: np.ndarray
+) -> float:
+    n = confusion.shape[0]
+    support, predicted = np.zeros(n), np.zeros(n)
+    total = 0.0
+    for true in range(n):
+        for guess in range(n):
+            count = confusion[true, guess]
+            total += count
+            support[true] += count
+            predicted[guess] += count
+    tp_sum = fp_sum = fn_sum = 0.0
+    macro, weighted = np.zeros(3), np.zeros(3)
+    for c in range(n):
+        tp = confusion[c, c]
+        fp, fn = predicted[c] - tp, support[c] - tp
+        per_class[c, 0] = (total - fp - fn) / total if total != 0 else np.nan
+        per_class[c, 1] = tp / (tp + fp) if tp + fp != 0 else 0.0
+        per_class[c, 2] = tp / (tp + fn) if tp + fn != 0 else 0.0
+        per_class[c, 3] = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn != 0 else 0.0
+        for k in range(3):
+            macro[k] += per_class[c, k + 1]
+            weighted[k] += per_class[c, k + 1] * support[c]
+        tp_sum += tp
+        fp_sum += fp
+        fn_sum += fn
+    micro_f1_den = 2 * tp_sum + fp_sum + fn_sum
+    micro = (
+        tp_sum / (tp_sum + fp_sum) if tp_sum + fp_sum != 0 else 0.0,
+        tp_sum / (tp_sum + fn_sum) if tp_sum + fn_sum != 0 else 0.0,
+        2 * tp_sum / micro_f1_den if micro_f1_den != 0 else np.nan,
+    )
+    for k in range(3):
+        averaged[3 * k] = macro[k] / n
+        averaged[3 * k + 1] = micro[k]
+        averaged[3 * k + 2] = weighted[k] / total if total != 0 else np.nan
+    return tp_sum / total if total != 0 else np.nan
+
+
+_confusion_scores_compiled = _compiled(_confusion_scores_loop)
+
+
+def confusion_scores(
+    confusion: np.ndarray, *, compiled: bool | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The label metrics of a float confusion matrix (``[true, predicted]``), as defined in
+    :func:`mlwatcher.metrics.estimated.scores`: per class (rows) accuracy, precision,
+    recall and F1; precision, recall and F1 each macro, micro and weighted (9 values); the
+    overall accuracy. An empty matrix gives NaN where scikit-learn would divide by zero.
+
+    ``compiled``: as for :func:`row_moments`. The twin sums in NumPy's order, so the two
+    agree to a few ulps on fractional counts and exactly on integer ones, except the
+    averages (a mean of ratios, also a few ulps).
+    """
+    n = confusion.shape[0]
+    if use_compiled(compiled):
+        per_class, averaged = np.empty((n, 4)), np.empty(9)
+        overall = _confusion_scores_compiled(confusion, per_class, averaged)
+        return per_class, averaged, float(overall)
+    total = confusion.sum()
+    tp = np.diag(confusion)
+    support = confusion.sum(axis=1)
+    fp, fn = confusion.sum(axis=0) - tp, support - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_class = np.column_stack(
+            (
+                (total - fp - fn) / total,
+                _divide_or_zero(tp, tp + fp),
+                _divide_or_zero(tp, tp + fn),
+                _divide_or_zero(2 * tp, 2 * tp + fp + fn),
+            )
+        )
+        tp_sum, fp_sum, fn_sum = tp.sum(), fp.sum(), fn.sum()
+        micro = (
+            tp_sum / (tp_sum + fp_sum) if tp_sum + fp_sum else 0.0,
+            tp_sum / (tp_sum + fn_sum) if tp_sum + fn_sum else 0.0,
+            2 * tp_sum / (2 * tp_sum + fp_sum + fn_sum),
+        )
+        averaged = np.array(
+            [
+                value
+                for k in range(3)
+                for value in (
+                    per_class[:, k + 1].mean(),
+                    micro[k],
+                    np.dot(per_class[:, k + 1], support) / total,
+                )
+            ]
+        )
+        return per_class, averaged, float(tp_sum / total)
+
+
+def _divide_or_zero(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros(num.shape), where=den != 0)
+
+
 def _pelz_good_coefficients(z: Any, zsquared: Any, zfour: Any, zsix: Any) -> tuple[Any, ...]:
     """SciPy's ``k1a .. k3d``: the coefficients of the series' terms (scalars or arrays)."""
     k1a, k1b = -zsquared, _PI_SQUARED / 4

@@ -115,6 +115,73 @@ def test_prediction_summaries(compiled: bool) -> None:
     np.testing.assert_allclose(plogp, expected, rtol=1e-12, atol=1e-15)
 
 
+def _labelled_rows(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) of rows whose confusion matrix is ``confusion`` (integer counts)."""
+    pairs = [(t, p) for (t, p), count in np.ndenumerate(confusion) for _ in range(int(count))]
+    true, predicted = np.array(pairs).T
+    return true, predicted
+
+
+@pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
+@pytest.mark.parametrize("seed", range(6))
+def test_confusion_scores_are_scikit_learns(compiled: bool, seed: int) -> None:
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 12))
+    confusion = rng.integers(0, 30, (n, n)).astype(float)
+    confusion[:, n - 1] = 0  # a class never predicted: precision 0 (zero_division=0)
+    confusion[0, :] = 0  # a class never true: recall 0
+    confusion[0, 0] = 0
+    per_class, averaged, overall = kernels.confusion_scores(confusion, compiled=compiled)
+    true, predicted = _labelled_rows(confusion)
+    classes = list(range(n))
+    assert overall == pytest.approx(accuracy_score(true, predicted), rel=1e-15)
+    scores = precision_recall_fscore_support(
+        true, predicted, labels=classes, zero_division=0, average=None
+    )
+    np.testing.assert_allclose(per_class[:, 1:], np.column_stack(scores[:3]), rtol=1e-15)
+    one_vs_rest = [accuracy_score(true == c, predicted == c) for c in classes]
+    np.testing.assert_allclose(per_class[:, 0], one_vs_rest, rtol=1e-15)
+    expected = [
+        precision_recall_fscore_support(
+            true, predicted, labels=classes, zero_division=0, average=average
+        )[k]
+        for k in range(3)
+        for average in ("macro", "micro", "weighted")
+    ]
+    np.testing.assert_allclose(averaged, expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["counts", "expectations"])
+def test_confusion_scores_compiled_and_twin_agree(kind: str) -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        n = int(rng.integers(2, 15))
+        if kind == "counts":  # integer sums: the same bits in any order
+            confusion = rng.integers(0, 1000, (n, n)).astype(float)
+        else:  # an expected confusion matrix: sums of probabilities
+            confusion = rng.dirichlet(np.ones(n), size=n) * rng.integers(1, 500, (n, 1))
+        got = kernels.confusion_scores(confusion, compiled=True)
+        twin = kernels.confusion_scores(confusion, compiled=False)
+        if kind == "counts":
+            np.testing.assert_array_equal(got[0], twin[0])
+            assert got[2] == twin[2]
+        np.testing.assert_allclose(got[0], twin[0], rtol=1e-13)
+        np.testing.assert_allclose(got[1], twin[1], rtol=1e-13)
+        assert got[2] == pytest.approx(twin[2], rel=1e-13)
+
+
+@pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
+def test_confusion_scores_of_an_empty_matrix(compiled: bool) -> None:
+    per_class, averaged, overall = kernels.confusion_scores(np.zeros((3, 3)), compiled=compiled)
+    assert np.isnan(per_class[:, 0]).all() and (per_class[:, 1:] == 0).all()
+    assert np.isnan(overall)
+    np.testing.assert_array_equal(
+        np.isnan(averaged), [False, False, True] * 2 + [False, True, True]
+    )
+
+
 @pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
 def test_pelz_good_cdf_is_scipys_series(compiled: bool) -> None:
     # SciPy's own scalar series, value by value, over the sizes and statistics the p-values
