@@ -94,7 +94,11 @@ def start_summary(
     work is done when the result is called.
     """
     n_rows, n = matrix.shape
-    stats = {name: np.full(n_rows, np.nan) for name in STATS}
+    block = max(1, _BLOCK_VALUES // max(n, 1))
+    starts = range(0, n_rows, block)
+    # One block (a small window) returns its own new arrays: no per-stat copy into place.
+    single = len(starts) == 1
+    stats = {} if single else {name: np.full(n_rows, np.nan) for name in STATS}
     refs = references
     if refs is not None and not isinstance(refs, drift.ReferenceRows):
         refs = drift.ReferenceRows.of(refs)
@@ -105,14 +109,15 @@ def start_summary(
         ks, distance = np.full(n_rows, np.nan), np.full(n_rows, np.nan)
         cumulative = np.zeros((n_rows, refs.edges.shape[1]), np.int64)
         merged = np.zeros(n_rows, bool)
-    block = max(1, _BLOCK_VALUES // max(n, 1))
-    starts = range(0, n_rows, block)
 
     def run(start: int) -> None:
         rows = slice(start, min(start + block, n_rows))
         block_stats, samples = _block(matrix[rows], with_sample=refs is not None)
-        for name, column in block_stats.items():
-            stats[name][rows] = column
+        if single:
+            stats.update(block_stats)
+        else:
+            for name, column in block_stats.items():
+                stats[name][rows] = column
         if refs is None or scores is None:
             return
         if isinstance(samples, np.ndarray) and samples.shape[1] and refs.stacked[rows].all():
