@@ -103,8 +103,9 @@ def _label_points(out: PointSink, counters: ExactCounters, classes: list[str]) -
     out.add("labelled_rows", COUNTER, total)
     if total == 0:
         return
-    # the realised scores: estimation's formulas applied to the label counts (exact for
-    # integer counts, so the same bits as scikit-learn's zero_division=0 definitions)
+    # the realised scores: estimation's formulas applied to the label counts (integer counts
+    # sum exactly, so per class the same bits as scikit-learn's zero_division=0 definitions;
+    # the averages to an ulp)
     scores = estimated.scores(confusion)
     support = confusion.sum(axis=1)
     # Per class in turn: its count and share, its four scores, its row of the confusion matrix.
