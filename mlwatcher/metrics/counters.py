@@ -325,6 +325,10 @@ class ExactCounters:
             )
         self.counts += other.counts
         self.totals += other.totals
+        self.add_categories(other)
+
+    def add_categories(self, other: ExactCounters) -> None:
+        """Add ``other``'s category counts (the part of :meth:`add` outside the two buffers)."""
         if other.cat_feature.size:
             self.cat_feature, self.cat_value, self.cat_count = _group_categories(
                 np.concatenate((self.cat_feature, other.cat_feature)),

@@ -14,8 +14,9 @@ The window close:
 
 The update of one batch, in two compiled calls: :func:`count_batch` (the fast path of its
 validation, its predicted classes and every counter, written into the counters' flat
-buffers) and :func:`sample_batch` (the reservoir slots it writes and the rows gathered for
-them); then :func:`scatter_rows` (the write). They are built of the loops the rest of the
+buffers) and :func:`apply_batch` (the reservoir slots it writes, the rows gathered for
+them and written there, and the counters added to the window's). A replayed batch is
+written by :func:`scatter_rows`. They are built of the loops the rest of the
 engine calls one by one: :func:`probabilities_within` and :func:`predicted_classes` (one
 loop gives both), :func:`batch_counts` and :func:`replacement_slots`.
 
@@ -793,29 +794,32 @@ def _replacement_slots_loop(
     rows_seen_before: int,
     n_fill: int,
     capacity: int,
-    slots: np.ndarray,
-    rows: np.ndarray,
     out_slots: np.ndarray,
     out_rows: np.ndarray,
 ) -> int:
-    # The fill rows first, then every later row t that draws a slot; a stable sort by slot
-    # puts the rows of one slot in stream order, and the last of each run wins.
+    # The fill rows first, then every later row t that draws a slot, each as one sort key
+    # slot * size + k (k: its place in stream order, < size): one sort of integers puts
+    # the rows of one slot together, in stream order, and the last of each run wins. (A
+    # stable argsort of the slots gives the same pairs, at twice the cost.)
+    size = n_fill + uniforms.size
+    keys = np.empty(size, np.int64)
     k = 0
     for t in range(n_fill):
-        slots[k], rows[k] = rows_seen_before + t, t
+        keys[k] = (rows_seen_before + t) * size + t
         k += 1
     first = rows_seen_before + n_fill
     for t in range(uniforms.size):
         scaled = uniforms[t] * float(first + t + 1)
         if scaled < capacity:
-            slots[k], rows[k] = int(scaled), n_fill + t
+            keys[k] = int(scaled) * size + n_fill + t
             k += 1
-    order = np.argsort(slots[:k], kind="mergesort")
+    ordered = np.sort(keys[:k])
     kept = 0
     for i in range(k):
-        if i + 1 < k and slots[order[i + 1]] == slots[order[i]]:
+        slot = ordered[i] // size
+        if i + 1 < k and ordered[i + 1] // size == slot:
             continue
-        out_slots[kept], out_rows[kept] = slots[order[i]], rows[order[i]]
+        out_slots[kept], out_rows[kept] = slot, ordered[i] - slot * size
         kept += 1
     return kept
 
@@ -832,10 +836,9 @@ def replacement_slots(
     ``floor(uniforms[t] (first + t + 1))`` if that is below ``capacity``; the last row
     written to a slot wins. Compiled only: ``reservoir.choose_slots`` is the NumPy twin."""
     size = n_fill + uniforms.size
-    slots, rows = np.empty(size, np.int64), np.empty(size, np.int64)
     out_slots, out_rows = np.empty(size, np.int64), np.empty(size, np.int64)
     kept = _replacement_slots_compiled(
-        uniforms, rows_seen_before, n_fill, capacity, slots, rows, out_slots, out_rows
+        uniforms, rows_seen_before, n_fill, capacity, out_slots, out_rows
     )
     return out_slots[:kept], out_rows[:kept]
 
@@ -1012,7 +1015,7 @@ def _count_batch_loop(
 count_batch = _compiled(_count_batch_loop)
 
 
-def _sample_batch_loop(
+def _apply_batch_loop(
     uniforms: np.ndarray,
     rows_seen_before: int,
     n_fill: int,
@@ -1024,48 +1027,68 @@ def _sample_batch_loop(
     probs_out: np.ndarray,
     labels_out: np.ndarray,
     features_out: np.ndarray,
+    batch_counts: np.ndarray,
+    batch_totals: np.ndarray,
+    counts: np.ndarray,
+    totals: np.ndarray,
+    into_probs: np.ndarray,
+    into_labels: np.ndarray,
+    into_features: np.ndarray,
 ) -> int:
-    size = n_fill + uniforms.size
-    drawn_slots, drawn_rows = np.empty(size, np.int64), np.empty(size, np.int64)
-    rows = np.empty(size, np.int64)
-    kept = _replacement_slots_compiled(
-        uniforms, rows_seen_before, n_fill, capacity, drawn_slots, drawn_rows, slots, rows
-    )
+    rows = np.empty(n_fill + uniforms.size, np.int64)
+    kept = _replacement_slots_compiled(uniforms, rows_seen_before, n_fill, capacity, slots, rows)
     n_classes, n_features = probs.shape[1], features_out.shape[1]
     labelled, with_features = labels.size > 0, features.shape[0] > 0
     for i in range(kept):
-        row = rows[i]
+        row, slot = rows[i], slots[i]
         for c in range(n_classes):
-            probs_out[i, c] = probs[row, c]
-        labels_out[i] = labels[row] if labelled else -1
+            p = probs[row, c]
+            probs_out[i, c] = p
+            into_probs[slot, c] = p
+        label = labels[row] if labelled else -1
+        labels_out[i] = label
+        into_labels[slot] = label
         for f in range(n_features):
-            features_out[i, f] = features[row, f] if with_features else np.nan
+            x = features[row, f] if with_features else np.nan
+            features_out[i, f] = x
+            into_features[f, slot] = x
+    for i in range(counts.size):
+        counts[i] += batch_counts[i]
+    for i in range(totals.size):
+        totals[i] += batch_totals[i]
     return kept
 
 
-_sample_batch_compiled = _compiled(_sample_batch_loop)
+_apply_batch_compiled = _compiled(_apply_batch_loop)
 
 
-def sample_batch(
+def apply_batch(
     uniforms: np.ndarray,
     rows_seen_before: int,
     n_fill: int,
     capacity: int,
-    probs: np.ndarray,
-    labels: np.ndarray,
-    features: np.ndarray,
-    n_features: int,
+    batch: tuple[np.ndarray, np.ndarray, np.ndarray],
+    batch_counters: tuple[np.ndarray, np.ndarray],
+    counters: tuple[np.ndarray, np.ndarray],
+    into: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The reservoir slots a batch writes (:func:`replacement_slots`) and the rows written
-    there: probabilities, labels (``-1``: none) and features (NaN rows: none), gathered in
-    the same compiled call. Arguments as for :func:`count_batch`. Compiled only: the NumPy
-    twin is ``reservoir.choose_slots`` and fancy indexing."""
-    n_rows = probs.shape[0]
+    """Apply an accepted batch to a window in one compiled call, and return what entered
+    its reservoir: the slots (:func:`replacement_slots`) and the probabilities, labels
+    (``-1``: none) and features (NaN rows: none) written there.
+
+    ``batch``: the arrays :func:`count_batch` took (``probs``, ``labels``, ``features``);
+    ``batch_counters``: the (counts, totals) buffers it wrote, added into the window's
+    ``counters`` buffers; ``into``: the reservoir's arrays as for :func:`scatter_rows`,
+    allocated past every slot the batch can write. Compiled only: the NumPy twin is
+    ``reservoir.choose_slots``, fancy indexing, ``ExactCounters.add`` and
+    :func:`scatter_rows` (what replaying the returned rows does)."""
+    probs, labels, features = batch
+    n_rows, n_features = probs.shape[0], into[2].shape[0]
     slots = np.empty(n_rows, np.int64)
     probs_out = np.empty((n_rows, probs.shape[1]))
     labels_out = np.empty(n_rows, np.int64)
     features_out = np.empty((n_rows, n_features))
-    kept = _sample_batch_compiled(
+    kept = _apply_batch_compiled(
         uniforms,
         rows_seen_before,
         n_fill,
@@ -1077,5 +1100,8 @@ def sample_batch(
         probs_out,
         labels_out,
         features_out,
+        *batch_counters,
+        *counters,
+        *into,
     )
     return slots[:kept], probs_out[:kept], labels_out[:kept], features_out[:kept]

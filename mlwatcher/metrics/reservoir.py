@@ -43,23 +43,13 @@ def fill_count(rows_seen_before: int, n_rows: int, capacity: int) -> int:
     return max(0, min(n_rows, capacity - rows_seen_before))
 
 
-def sample_rows(
-    rows_seen_before: int,
-    capacity: int,
-    rng: np.random.Generator,
-    probs: np.ndarray,
-    labels: np.ndarray,
-    features: np.ndarray,
-    n_features: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The slots of :func:`choose_slots` (the same draws from ``rng``) with the rows written
-    there, in one compiled call (:func:`kernels.sample_batch`, whose arguments these are)."""
-    n_rows = probs.shape[0]
+def replacement_draws(
+    rows_seen_before: int, n_rows: int, capacity: int, rng: np.random.Generator
+) -> tuple[int, np.ndarray]:
+    """:func:`fill_count` of a batch and the uniforms its later rows draw from ``rng``
+    (those of :func:`choose_slots`: the same draws give the same slots)."""
     n_fill = fill_count(rows_seen_before, n_rows, capacity)
-    uniforms = rng.random(n_rows - n_fill) if n_fill < n_rows else _NO_DRAWS
-    return kernels.sample_batch(
-        uniforms, rows_seen_before, n_fill, capacity, probs, labels, features, n_features
-    )
+    return n_fill, rng.random(n_rows - n_fill) if n_fill < n_rows else _NO_DRAWS
 
 
 _NO_DRAWS = np.empty(0)
@@ -149,9 +139,6 @@ class Reservoir:
         missing)."""
         if slots.size == 0:
             return
-        top = int(slots[-1]) + 1
-        self._grow(top)
-        self.size = max(self.size, top)
         rows = slots.size
         kernels.scatter_rows(
             slots,
@@ -162,8 +149,20 @@ class Reservoir:
                 if features is None
                 else np.asarray(features, np.float64)
             ),
-            (self.probs, self.labels, self.features),
+            self.writable(int(slots[-1]) + 1),
         )
+        self.mark_written(slots)
+
+    def writable(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The storage arrays (as :meth:`view`'s, past the filled slots), allocated for at
+        least ``min(rows, capacity)`` rows: for a write, then :meth:`mark_written`."""
+        self._grow(min(rows, self.capacity))
+        return self.probs, self.labels, self.features
+
+    def mark_written(self, slots: np.ndarray) -> None:
+        """Count the ascending ``slots`` just written through :meth:`writable` as filled."""
+        if slots.size:
+            self.size = max(self.size, int(slots[-1]) + 1)
 
     def sample(self) -> Sample:
         probs, labels, features = self.view()

@@ -21,7 +21,7 @@ from mlwatcher.metrics.inputs import (
     predicted_classes,
 )
 from mlwatcher.metrics.reference import ReferenceProfile
-from mlwatcher.metrics.reservoir import Reservoir, Sample, choose_slots, sample_rows
+from mlwatcher.metrics.reservoir import Reservoir, Sample, choose_slots, replacement_draws
 from mlwatcher.point import Point
 from mlwatcher.schemas.point_columns import PointColumns, PointColumnsBuilder
 
@@ -157,21 +157,23 @@ class WindowState:
         The batch is checked by the validation contract (:mod:`mlwatcher.validation`).
         """
         rng = self.rng if rng is None else rng
-        delta = None
         if kernels.ENABLED:
-            delta = self._compiled_delta(predict_proba, labels, features, rng)
-        if delta is None:
-            delta = self._checked_delta(predict_proba, labels, features, rng)
+            delta = self._compiled_update(predict_proba, labels, features, rng)
+            if delta is not None:
+                return delta
+        delta = self._checked_delta(predict_proba, labels, features, rng)
         self.apply(delta)
         return delta
 
-    def _compiled_delta(
+    def _compiled_update(
         self, predict_proba: Any, labels: Any, features: Any, rng: np.random.Generator
     ) -> StateDelta | None:
-        """The delta in two compiled calls (check and count, then sample), or None when the
-        batch is not of the plain kinds or not one the fast checks accept: then
-        :meth:`_checked_delta` decides, and explains a refusal. Nothing is drawn from
-        ``rng`` before the batch is accepted."""
+        """Apply the batch in two compiled calls (check and count, then sample, write and
+        add) and return its delta; or None, with nothing changed, when the batch is not of
+        the plain kinds or not one the fast checks accept: then :meth:`_checked_delta`
+        decides, and explains a refusal. Nothing is drawn from ``rng`` before the batch is
+        accepted. The delta is the checked path's, byte for byte, and :meth:`apply` of it
+        to a state in the same position gives the same state."""
         batch = plain_batch(predict_proba, labels, features, self.n_classes, self.n_features)
         if batch is None:
             return None
@@ -181,10 +183,20 @@ class WindowState:
         )
         if counters is None:
             return None
-        rows_seen = self.rows_seen
-        slots, sampled_probs, sampled_labels, sampled_features = sample_rows(
-            rows_seen, self.max_buffer_size, rng, probs, label_vec, feats, self.n_features
+        rows_seen, n_rows, capacity = self.rows_seen, probs.shape[0], self.max_buffer_size
+        n_fill, uniforms = replacement_draws(rows_seen, n_rows, capacity, rng)
+        slots, sampled_probs, sampled_labels, sampled_features = kernels.apply_batch(
+            uniforms,
+            rows_seen,
+            n_fill,
+            capacity,
+            batch,
+            (counters.counts, counters.totals),
+            (self.counters.counts, self.counters.totals),
+            self._reservoir.writable(rows_seen + n_rows),
         )
+        self._reservoir.mark_written(slots)
+        self.counters.add_categories(counters)
         return StateDelta(
             rows_seen, counters, slots, sampled_probs, sampled_labels, sampled_features
         )

@@ -1,7 +1,7 @@
-"""The window update's compiled path (``kernels.count_batch`` and ``sample_batch``) against
+"""The window update's compiled path (``kernels.count_batch`` and ``apply_batch``) against
 its checked path (the validation contract, then ``ExactCounters.from_batch`` and
-``choose_slots``): the same delta, byte for byte, for every input the compiled path takes,
-and the contract's verdict for every input it does not.
+``choose_slots``, then ``apply``): the same delta and the same state, byte for byte, for
+every input the compiled path takes, and the contract's verdict for every input it does not.
 """
 
 from __future__ import annotations
@@ -60,6 +60,14 @@ def _states(n_classes: int, n_features: int) -> tuple[WindowState, WindowState]:
     return make(), make()
 
 
+def _checked_update(
+    state: WindowState, probs: Any, labels: Any, features: Any, rng: np.random.Generator
+) -> StateDelta:
+    delta = state._checked_delta(probs, labels, features, rng)
+    state.apply(delta)
+    return delta
+
+
 def _feed(
     state: WindowState, path: Callable[..., StateDelta | None], batches: list[Batch]
 ) -> list[bytes]:
@@ -67,7 +75,6 @@ def _feed(
     for probs, labels, features in batches:
         delta = path(state, probs, labels, features, state.rng)
         assert delta is not None
-        state.apply(delta)
         deltas.append(delta.to_bytes())
     return deltas
 
@@ -81,10 +88,15 @@ def test_the_compiled_update_gives_the_checked_delta(
     compiled, checked = _states(n_classes, 5)
     compiled.threshold = checked.threshold = 0.3  # binary: p[1] > 0.3, not the argmax
     batches = _batches(n_classes, 5, labels, features, seed=n_classes)
-    fast = _feed(compiled, WindowState._compiled_delta, batches)
-    slow = _feed(checked, WindowState._checked_delta, batches)
+    fast = _feed(compiled, WindowState._compiled_update, batches)
+    slow = _feed(checked, _checked_update, batches)
     assert fast == slow  # every delta, counters, slots and sampled rows, the same bytes
     assert compiled.to_bytes() == checked.to_bytes()
+    replayed = WindowState(n_classes, 256, 5, categorical_features=(0,), threshold=0.3)
+    for delta in fast:
+        replayed.apply(StateDelta.from_bytes(delta))
+    replayed.rng.bit_generator.state = compiled.rng.bit_generator.state  # replays draw nothing
+    assert replayed.to_bytes() == compiled.to_bytes()
     assert compiled.rows_seen == 621 and compiled.rows_sampled == 256
     if features == "missing values":
         assert compiled.counters.nan_counts.sum() > 0 and compiled.counters.inf_counts.sum() > 0
@@ -101,16 +113,16 @@ def test_update_takes_the_compiled_path_for_plain_arrays_and_the_checked_one_oth
         rng.random((40, 2)),
     )
     state = WindowState(3, 100, 2, seed=0)
-    assert state._compiled_delta(probs, labels, feats, state.rng) is not None
-    assert state._compiled_delta(_read_only(probs.astype(np.float32)), None, None, state.rng)
-    assert state._compiled_delta(np.asfortranarray(probs), labels, feats, state.rng)
+    assert state._compiled_update(probs, labels, feats, state.rng) is not None
+    assert state._compiled_update(_read_only(probs.astype(np.float32)), None, None, state.rng)
+    assert state._compiled_update(np.asfortranarray(probs), labels, feats, state.rng)
     for other in (
         (probs.tolist(), labels, feats),  # lists: the contract reads them
         (probs, labels.astype(float), feats),  # float labels: must be whole numbers
         (probs, np.eye(3, dtype=int)[labels], feats),  # one-hot labels
         (probs, labels, feats.astype(int)),  # integer features
     ):
-        assert state._compiled_delta(*other, state.rng) is None
+        assert state._compiled_update(*other, state.rng) is None
         twin = WindowState(3, 100, 2, seed=0)
         state_bytes = WindowState(3, 100, 2, seed=0)
         state_bytes.update(*other)  # accepted by the contract all the same
@@ -171,7 +183,7 @@ def test_a_sum_the_fast_check_doubts_is_decided_by_the_contract() -> None:
     probs = rng.dirichlet(np.ones(3), 30)
     probs[0] *= 1 + 1e-3 - 5e-10
     state, twin = WindowState(3, 10, seed=1), WindowState(3, 10, seed=1)
-    assert state._compiled_delta(probs, None, None, state.rng) is None
+    assert state._compiled_update(probs, None, None, state.rng) is None
     state.update(probs)
     twin.apply(twin._checked_delta(probs, None, None, twin.rng))
     assert state.to_bytes() == twin.to_bytes()
