@@ -10,7 +10,9 @@ single most expensive thing the close could do. Instead, for each block of a few
   maximum and the copy that selection reorders;
 * the quartiles come from **selection**: one ``np.partition`` at the median, then one in each
   half for q25 and q75 (2n element moves, against n log n for a sort); the value after each
-  quartile is the minimum of its upper part;
+  quartile is the minimum of its upper part. With references and at most
+  ``DRIFT_SAMPLE_SIZE`` rows, the drift sample below is every value, sorted: the quartiles
+  are read off it, with no selection;
 * with references, PSI, JS, KS and Wasserstein compare a **bounded drift sample** of
   ``DRIFT_SAMPLE_SIZE`` values (the same seeded random positions for every feature; all
   values when the window has fewer) with the reference sample, one merge of the two sorted
@@ -170,13 +172,17 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
     mean = sums / n
     work, moments = _selection_copy(values, mean)
     drift_samples: np.ndarray | list = []
+    order = None
     if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
         # np.take, not work[:, positions]: that copy is column-major, and sorting its
         # strided rows is 20 % slower
         gathered = np.take(work, positions, axis=1)
         gathered.sort(axis=1)
         drift_samples = gathered.astype(np.float64, copy=False)
-    return _selected_stats(work, mean, moments), drift_samples  # (reorders ``work``'s rows)
+        if positions.size == n:  # the sample is every value, sorted: no selection to do
+            ranks = np.array(quartile_ranks(n))
+            order = (drift_samples[:, ranks], drift_samples[:, ranks + 1])
+    return _selected_stats(work, mean, moments, order), drift_samples  # (may reorder ``work``)
 
 
 @lru_cache(maxsize=4)
@@ -229,38 +235,38 @@ def _selection_copy(values: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, k
     return copy, moments
 
 
+def quartile_ranks(n: int) -> tuple[int, int, int]:
+    """The 0-based ranks ``floor(q (n - 1))`` below q25, q50 and q75 of n values (np.quantile's
+    linear interpolation reads each with the next one up)."""
+    return tuple(int(np.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))  # type: ignore[return-value]
+
+
 def _selected_stats(
-    work: np.ndarray, mean: np.ndarray, moments: kernels.RowMoments
+    work: np.ndarray,
+    mean: np.ndarray,
+    moments: kernels.RowMoments,
+    order: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """The stat set of rows without missing values, quartiles by selection (see module doc).
 
-    ``work`` is a scratch copy of the rows (:func:`_selection_copy`), reordered in place.
-    Every returned array is new (none is a view of a scratch array).
+    ``work`` is a scratch copy of the rows (:func:`_selection_copy`), reordered in place by
+    the selection, unless ``order`` gives the quartiles' order statistics already (as
+    :func:`_order_statistics` returns them). Every returned array is new (none is a view
+    of a scratch array).
     """
     n = work.shape[1]
     std = np.sqrt(moments.squares / n)
     minimum, maximum = moments.minima, moments.maxima
-    k25, k50, k75 = (int(np.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))
-    r75 = k75 - k50 - 1
-    # The halves are partitioned in place: np.partition of a strided view (a copy) is
-    # several times slower than ndarray.partition on it.
-    middle = work
-    middle.partition(k50, axis=1)
-    lower, upper = middle[:, :k50], middle[:, k50 + 1 :]
-    lower.partition(k25, axis=1)
-    upper.partition(r75, axis=1)
-    # Each "next" order statistic is the minimum of the part above its position.
-    order = {
-        k25: (lower[:, k25], lower[:, k25 + 1 :].min(axis=1)),
-        k50: (middle[:, k50], upper[:, : r75 + 1].min(axis=1)),  # the smaller part of upper
-        k75: (upper[:, r75], upper[:, r75 + 1 :].min(axis=1)),
-    }
+    ranks = quartile_ranks(n)
+    low, high = _order_statistics(work, ranks) if order is None else order
     quartiles = []
-    for q, k in ((0.25, k25), (0.5, k50), (0.75, k75)):
-        a, b = (x.astype(np.float64) for x in order[k])
-        t = q * (n - 1) - k
+    for t, q in enumerate((0.25, 0.5, 0.75)):
+        a, b = low[:, t], high[:, t]
+        fraction = q * (n - 1) - ranks[t]
         # numpy's _lerp: interpolate from the nearer end, as np.quantile does.
-        quartiles.append(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)
+        quartiles.append(
+            b - (b - a) * (1 - fraction) if fraction >= 0.5 else a + (b - a) * fraction
+        )
     q25, q50, q75 = quartiles
     return {
         "range": maximum - minimum,
@@ -272,3 +278,30 @@ def _selected_stats(
         "q75": q75,
         "iqr": q75 - q25,
     }
+
+
+def _order_statistics(
+    work: np.ndarray, ranks: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order statistics ``ranks`` (``low``) and ``ranks + 1`` (``high``) of each row, ``(rows,
+    3)`` float64, by selection in ``work`` (which it reorders)."""
+    k25, k50, k75 = ranks
+    r75 = k75 - k50 - 1
+    # The halves are partitioned in place: np.partition of a strided view (a copy) is
+    # several times slower than ndarray.partition on it.
+    middle = work
+    middle.partition(k50, axis=1)
+    lower, upper = middle[:, :k50], middle[:, k50 + 1 :]
+    lower.partition(k25, axis=1)
+    upper.partition(r75, axis=1)
+    # Each "next" order statistic is the minimum of the part above its position.
+    low = np.stack((lower[:, k25], middle[:, k50], upper[:, r75]), axis=1)
+    high = np.stack(
+        (
+            lower[:, k25 + 1 :].min(axis=1),
+            upper[:, : r75 + 1].min(axis=1),  # the smaller part of upper
+            upper[:, r75 + 1 :].min(axis=1),
+        ),
+        axis=1,
+    )
+    return low.astype(np.float64), high.astype(np.float64)

@@ -37,6 +37,29 @@ def test_quartiles_by_selection_equal_numpy(n: int, float32_valued: bool) -> Non
         np.testing.assert_allclose(got[name], expected, rtol=0 if exact else 1e-12, atol=0)
 
 
+@pytest.mark.parametrize("n", [64, 65, 999, 1000, 1001, 2500])
+@pytest.mark.parametrize("float32_valued", [False, True])
+def test_quartiles_with_references_equal_numpy(n: int, float32_valued: bool) -> None:
+    # With references, a window of at most DRIFT_SAMPLE_SIZE rows reads its quartiles off
+    # the sorted drift sample (every value), a larger one selects them: the same values.
+    rng = np.random.default_rng(n + 1)
+    matrix = rng.normal(3.0, 2.0, size=(7, n))
+    matrix[3] = np.round(matrix[3])  # many ties
+    matrix[4] = 5.0  # constant
+    matrix[5, : n // 2] = -0.0  # signed zeros among ties
+    if float32_valued:
+        matrix = matrix.astype(np.float32).astype(np.float64)
+    profile = ReferenceProfile.from_data(rng.normal(3.0, 2.0, size=(5000, 7)))
+    summary = columns.summarise(matrix, [profile.numeric[j] for j in range(7)], threads=1)
+    assert summary.drift is not None and np.isfinite(summary.drift["ks_stat"]).all()
+    for name, func in NUMPY_STATS.items():
+        expected = np.array([func(row) for row in matrix])
+        exact = name not in ("mean", "std")
+        np.testing.assert_allclose(
+            summary.stats[name], expected, rtol=0 if exact else 1e-12, atol=0
+        )
+
+
 def test_rows_with_missing_values_use_their_finite_values() -> None:
     rng = np.random.default_rng(1)
     matrix = rng.normal(size=(3, 3000))
