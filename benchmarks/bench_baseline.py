@@ -3,8 +3,8 @@
 The 2019 agent grew its buffer with ``np.append`` (a full copy per batch), reservoir-sampled in a
 Python loop per row, computed spread12 and the per-class label metrics with Python loops over
 rows. We time both on the same data, at several buffer x feature shapes: updates for 500-row
-batches (buffer fill included) and the window-close computation, the best run of each, the
-two sides alternating (see ``_best_of_both``).
+batches (buffer fill included) and the window-close computation, the mean time per run of
+each, the two sides alternating in slots of equal time (see ``_interleaved_means``).
 """
 
 from __future__ import annotations
@@ -102,25 +102,43 @@ SHAPES = ((1_000, 20), (2_000, 20), (10_000, 20), (10_000, 784))
 NAIVE_UPDATE_MAX_VALUES = 250_000
 
 
-def _best_of_both(
-    first: Callable[[], object], second: Callable[[], object], rounds: int, runs: int = 3
+def _interleaved_means(
+    first: Callable[[], object],
+    second: Callable[[], object],
+    budget_s: float = 3.0,
+    min_slots: int = 5,
 ) -> tuple[float, float]:
-    """Best time of each over ``rounds`` rounds of ``runs`` runs of one side, then of the
-    other: the VM's speed drifts by 1.5x within a minute, and timing one side after the
-    other would put that drift into the ratio; runs in a row time each warm (a 1 ms close
-    right after the 2019 code's 20 ms runs twice as long, its caches cold)."""
-    best = [float("inf"), float("inf")]
-    for _ in range(rounds):
-        for side, call in enumerate((first, second)):
-            for _ in range(runs):
-                start = time.perf_counter()
-                call()
-                best[side] = min(best[side], time.perf_counter() - start)
-    return best[0], best[1]
+    """Mean seconds per run of each, measured in alternating slots of equal time: one run
+    of ``first`` (the slower side), then runs of ``second`` until as long has passed;
+    slots until ``first`` has run ``budget_s`` (at least ``min_slots``).
+
+    The VM's speed drifts by 1.5x within a minute, and comes in fast and slow moments. Both
+    sides meet the same moments only if they run for the same time, finely interleaved: the
+    best of the same count of runs of each (v0.7 and before) gave the 2019 side 15-50x the
+    exposure, and 6.5-15.1x for a ratio that the interleaved means put at 11.1-11.6x in the
+    same process. ``second``'s first run after each of ``first``'s is timed cold, which
+    counts against it.
+    """
+    first(), second()  # warm-up
+    first_times: list[float] = []
+    second_times: list[float] = []
+    while sum(first_times) < budget_s or len(first_times) < min_slots:
+        start = time.perf_counter()
+        first()
+        slot = time.perf_counter() - start
+        first_times.append(slot)
+        spent = 0.0
+        while spent < slot:
+            start = time.perf_counter()
+            second()
+            elapsed = time.perf_counter() - start
+            second_times.append(elapsed)
+            spent += elapsed
+    return float(np.mean(first_times)), float(np.mean(second_times))
 
 
 def run_shape(buffer: int, n_features: int, batches: int = 40, rows: int = 500) -> dict[str, float]:
-    """Update (fill included) and close of both, best of a few runs each, for one shape."""
+    """Update (fill included) and close of both, mean seconds per run of each, for one shape."""
     classes = 10
     data = _batches(batches, rows, classes, n_features)
     total = batches * rows
@@ -141,7 +159,7 @@ def run_shape(buffer: int, n_features: int, batches: int = 40, rows: int = 500) 
     state = ours_feed()  # also the warm-up
     if buffer * n_features <= NAIVE_UPDATE_MAX_VALUES:
         naive = naive_feed()
-        naive_update, ours_update = _best_of_both(naive_feed, ours_feed, 3)
+        naive_update, ours_update = _interleaved_means(naive_feed, ours_feed)
         out["naive_update_rows_per_s"] = total / naive_update
         out["ours_update_rows_per_s"] = total / ours_update
         out["update_speedup"] = naive_update / ours_update
@@ -151,7 +169,7 @@ def run_shape(buffer: int, n_features: int, batches: int = 40, rows: int = 500) 
         naive.proba, naive.labels, naive.features = probs, labels, feats
         naive.seen = state.rows_seen
     state.metric_columns()  # warm-up; the worker's close (the record's columns)
-    naive_close, ours_close = _best_of_both(naive.compute, state.metric_columns, 5)
+    naive_close, ours_close = _interleaved_means(naive.compute, state.metric_columns)
     out["naive_close_ms"] = naive_close * 1e3
     out["ours_close_ms"] = ours_close * 1e3
     out["close_speedup"] = naive_close / ours_close
@@ -197,7 +215,7 @@ def main() -> None:
         )
     print_table(
         "2019 approach vs MLWatcher metric state (20,000 rows in 500-row batches, 10 classes, "
-        "labels; best runs, the sides alternating)",
+        "labels; mean per run, the sides alternating in slots of equal time)",
         rows,
         ("buffer x features", "measure", "2019 approach", "MLWatcher", "speed-up"),
     )
