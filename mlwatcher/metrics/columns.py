@@ -180,7 +180,7 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
         gathered.sort(axis=1)
         drift_samples = gathered.astype(np.float64, copy=False)
         if positions.size == n:  # the sample is every value, sorted: no selection to do
-            ranks = np.array(quartile_ranks(n))
+            ranks = np.array(_quartile_ranks(n))
             order = (drift_samples[:, ranks], drift_samples[:, ranks + 1])
     return _selected_stats(work, mean, moments, order), drift_samples  # (may reorder ``work``)
 
@@ -235,10 +235,11 @@ def _selection_copy(values: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, k
     return copy, moments
 
 
-def quartile_ranks(n: int) -> tuple[int, int, int]:
+def _quartile_ranks(n: int) -> tuple[int, int, int]:
     """The 0-based ranks ``floor(q (n - 1))`` below q25, q50 and q75 of n values (np.quantile's
     linear interpolation reads each with the next one up)."""
-    return tuple(int(np.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))  # type: ignore[return-value]
+    k25, k50, k75 = (int(np.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))
+    return k25, k50, k75
 
 
 def _selected_stats(
@@ -257,7 +258,7 @@ def _selected_stats(
     n = work.shape[1]
     std = np.sqrt(moments.squares / n)
     minimum, maximum = moments.minima, moments.maxima
-    ranks = quartile_ranks(n)
+    ranks = _quartile_ranks(n)
     low, high = _order_statistics(work, ranks) if order is None else order
     quartiles = []
     for t, q in enumerate((0.25, 0.5, 0.75)):
