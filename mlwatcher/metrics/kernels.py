@@ -1040,22 +1040,24 @@ def _apply_batch_loop(
     n_classes, n_features = probs.shape[1], features_out.shape[1]
     labelled, with_features = labels.size > 0, features.shape[0] > 0
     for i in range(kept):
-        row, slot = rows[i], slots[i]
+        row = rows[i]
         for c in range(n_classes):
-            p = probs[row, c]
-            probs_out[i, c] = p
-            into_probs[slot, c] = p
-        label = labels[row] if labelled else -1
-        labels_out[i] = label
-        into_labels[slot] = label
+            probs_out[i, c] = probs[row, c]
+        labels_out[i] = labels[row] if labelled else -1
         for f in range(n_features):
-            x = features[row, f] if with_features else np.nan
-            features_out[i, f] = x
-            into_features[f, slot] = x
-    for i in range(counts.size):
-        counts[i] += batch_counts[i]
-    for i in range(totals.size):
-        totals[i] += batch_totals[i]
+            features_out[i, f] = features[row, f] if with_features else np.nan
+    # the write of a replayed delta (the same loop), then ExactCounters.add's two additions
+    _scatter_rows_compiled(
+        slots[:kept],
+        probs_out[:kept],
+        labels_out[:kept],
+        features_out[:kept],
+        into_probs,
+        into_labels,
+        into_features,
+    )
+    counts += batch_counts
+    totals += batch_totals
     return kept
 
 
