@@ -32,6 +32,7 @@ SHAPES = (
     ("10k x 784 float32-valued, baseline drift", 10_000, 784, "baseline", np.float32),
     ("10k x 784 float64, no drift", 10_000, 784, None, np.float64),
     ("1000 x 784, previous-window drift", 1_000, 784, "window", np.float32),
+    ("10k x 100 float64, baseline drift", 10_000, 100, "baseline", np.float64),
     ("10k x 100, previous-window drift", 10_000, 100, "window", np.float32),
     ("1000 x 20, previous-window drift", 1_000, 20, "window", np.float32),
 )
