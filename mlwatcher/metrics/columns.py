@@ -147,9 +147,9 @@ def start_summary(
         if merged.any():
             at = np.flatnonzero(merged)
             n_sample = drift_sample_positions(n).size
-            part = drift.scores_of_merge(
-                ks[at], distance[at], cumulative[at], n_sample, refs.rows(at)
-            )
+            # all rows merged (the usual case): the references as they are, not a copy
+            chosen = refs if at.size == n_rows else refs.rows(at)
+            part = drift.scores_of_merge(ks[at], distance[at], cumulative[at], n_sample, chosen)
             for name, column in part.items():
                 scores[name][at] = column
         return ColumnSummary(stats, drift.finish_scores(scores))
