@@ -27,8 +27,8 @@ NumPy. Counts, KS statistics, sums and slots are the same bits in both; sums of 
 Wasserstein and the batch's float sums agree to a few ulps (another order of summation).
 
 No loop reassociates arithmetic, so a record is the same bytes on every CPU: a window
-closed again after a takeover, on another machine, re-emits the same record. (One loop is
-told its values are finite, which changes no result for finite values.) They run without
+closed again after a takeover, on another machine, re-emits the same record. (The moments'
+loops are told their values are finite, which changes no result for finite values.) They run without
 the GIL, on the close's own threads (:mod:`mlwatcher.metrics.columns`).
 """
 
