@@ -28,8 +28,8 @@ Wasserstein and the batch's float sums agree to a few ulps (another order of sum
 
 No loop reassociates arithmetic, so a record is the same bytes on every CPU: a window
 closed again after a takeover, on another machine, re-emits the same record. (The moments'
-loops are told their values are finite, which changes no result for finite values.) They run without
-the GIL, on the close's own threads (:mod:`mlwatcher.metrics.columns`).
+loop is told its values are finite, which changes no result for finite values.) They run
+without the GIL, on the close's own threads (:mod:`mlwatcher.metrics.columns`).
 """
 
 from __future__ import annotations
