@@ -101,8 +101,7 @@ def _row_lanes(row: np.ndarray, mean: float, copy: np.ndarray | None) -> tuple[f
 # The rows are finite (the caller's contract: it checks their sums first), and with that
 # promised the minima and maxima vectorise. No reassociation: the sums keep their order.
 _FINITE = {"nnan", "ninf"}
-if numba is not None:
-    _row_lanes = numba.njit(nogil=True, cache=True, fastmath=_FINITE)(_row_lanes)  # type: ignore[union-attr]
+_row_lanes = _compiled(_row_lanes, fastmath=_FINITE)
 
 
 def _row_moments_loop(
