@@ -38,7 +38,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from mlwatcher.metrics import drift, kernels
+from mlwatcher.metrics import drift, kernels, selection
 from mlwatcher.metrics.drift import NUMERIC_STATS, NumericReference
 from mlwatcher.metrics.stats import STATS, SortedSeries, column_stats
 
@@ -46,6 +46,8 @@ from mlwatcher.metrics.stats import STATS, SortedSeries, column_stats
 DRIFT_SAMPLE_SIZE = 1000
 # Rows below this are sorted: selection only pays off on long rows.
 _SELECT_MIN_ROWS = 64
+# Without a drift sample to reuse, rows from this long gather one for the brackets.
+_BRACKET_MIN_ROWS = 4 * DRIFT_SAMPLE_SIZE
 # Values per block: a block (plus the partition copies) stays within the L2/L3 caches.
 _BLOCK_VALUES = 1 << 18
 # Threads over column blocks (1 = none); ``summarise(..., threads=)`` overrides it per call.
@@ -170,19 +172,43 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
         samples = [np.sort(row[np.isfinite(row)]) for row in picked]
         return column_stats(values, series), samples
     mean = sums / n
-    work, moments = _selection_copy(values, mean)
-    drift_samples: np.ndarray | list = []
-    order = None
-    if with_sample:  # one row-sorted matrix: the drift scores take all rows at once
-        # np.take, not work[:, positions]: that copy is column-major, and sorting its
-        # strided rows is 20 % slower
-        gathered = np.take(work, positions, axis=1)
-        gathered.sort(axis=1)
-        drift_samples = gathered.astype(np.float64, copy=False)
-        if positions.size == n:  # the sample is every value, sorted: no selection to do
-            ranks = np.array(_quartile_ranks(n))
-            order = (drift_samples[:, ranks], drift_samples[:, ranks + 1])
-    return _selected_stats(work, mean, moments, order), drift_samples  # (may reorder ``work``)
+    ranks = selection.quartile_ranks(n)
+    brackets = selection.brackets_pay()
+    sample = None
+    if with_sample or (brackets and n >= _BRACKET_MIN_ROWS):
+        sample = _sorted_sample(values, positions)
+    if sample is not None and positions.size == n:  # every value, sorted: read them off
+        moments, _ = kernels.row_moments(values, mean, None)
+        at = np.array(ranks)
+        order = (sample[:, at], sample[:, at + 1])
+    elif sample is not None and brackets:
+        moments, _ = kernels.row_moments(values, mean, None)
+        buffers = _scratch_array("brackets", (values.shape[0], n + 8), np.float64)
+        order = selection.by_brackets(values, sample, ranks, buffers)
+    else:
+        work, moments = _selection_copy(values, mean)
+        order = selection.by_partition(work, ranks)
+    return _selected_stats(mean, moments, n, order), [] if sample is None else sample
+
+
+def _sorted_sample(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The drift sample of each row (its values at ``positions``), sorted, float64; sorted in
+    float32 when that changes no value (twice as fast)."""
+    # np.take, not values[:, positions]: that copy is column-major, and sorting its strided
+    # rows is 20 % slower
+    gathered = np.take(values, positions, axis=1)
+    if _float32_exact(gathered[:, :16]):  # a few values first: float64 data is read once
+        narrow = gathered.astype(np.float32)
+        if (narrow == gathered).all():
+            narrow.sort(axis=1)
+            return narrow.astype(np.float64)
+    gathered.sort(axis=1)
+    return gathered
+
+
+def _float32_exact(values: np.ndarray) -> bool:
+    with np.errstate(over="ignore"):
+        return bool((values.astype(np.float32) == values).all())
 
 
 @lru_cache(maxsize=4)
@@ -222,10 +248,7 @@ def _selection_copy(values: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, k
     selection and sorting then move half the bytes, with bit-identical results); a few
     columns are checked first, so float64 data is read once.
     """
-    head = values[:, :16]
-    with np.errstate(over="ignore"):
-        narrow = bool((head.astype(np.float32) == head).all())
-    if narrow:
+    if _float32_exact(values[:, :16]):
         copy = _scratch_array("float32", values.shape, np.float32)
         moments, exact = kernels.row_moments(values, mean, copy)
         if exact:
@@ -235,31 +258,20 @@ def _selection_copy(values: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, k
     return copy, moments
 
 
-def _quartile_ranks(n: int) -> tuple[int, int, int]:
-    """The 0-based ranks ``floor(q (n - 1))`` below q25, q50 and q75 of n values (np.quantile's
-    linear interpolation reads each with the next one up)."""
-    k25, k50, k75 = (int(np.floor(q * (n - 1))) for q in (0.25, 0.5, 0.75))
-    return k25, k50, k75
-
-
 def _selected_stats(
-    work: np.ndarray,
     mean: np.ndarray,
     moments: kernels.RowMoments,
-    order: tuple[np.ndarray, np.ndarray] | None = None,
+    n: int,
+    order: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """The stat set of rows without missing values, quartiles by selection (see module doc).
-
-    ``work`` is a scratch copy of the rows (:func:`_selection_copy`), reordered in place by
-    the selection, unless ``order`` gives the quartiles' order statistics already (as
-    :func:`_order_statistics` returns them). Every returned array is new (none is a view
-    of a scratch array).
-    """
-    n = work.shape[1]
+    """The stat set of rows of ``n`` values without missing values, from their moments and
+    the quartiles' order statistics (``order``: ranks and ranks + 1, as
+    :func:`selection.by_partition` returns them). Every returned array is new (none is a
+    view of a scratch array)."""
     std = np.sqrt(moments.squares / n)
     minimum, maximum = moments.minima, moments.maxima
-    ranks = _quartile_ranks(n)
-    low, high = _order_statistics(work, ranks) if order is None else order
+    ranks = selection.quartile_ranks(n)
+    low, high = order
     quartiles = []
     for t, q in enumerate((0.25, 0.5, 0.75)):
         a, b = low[:, t], high[:, t]
@@ -279,30 +291,3 @@ def _selected_stats(
         "q75": q75,
         "iqr": q75 - q25,
     }
-
-
-def _order_statistics(
-    work: np.ndarray, ranks: tuple[int, int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Order statistics ``ranks`` (``low``) and ``ranks + 1`` (``high``) of each row, ``(rows,
-    3)`` float64, by selection in ``work`` (which it reorders)."""
-    k25, k50, k75 = ranks
-    r75 = k75 - k50 - 1
-    # The halves are partitioned in place: np.partition of a strided view (a copy) is
-    # several times slower than ndarray.partition on it.
-    middle = work
-    middle.partition(k50, axis=1)
-    lower, upper = middle[:, :k50], middle[:, k50 + 1 :]
-    lower.partition(k25, axis=1)
-    upper.partition(r75, axis=1)
-    # Each "next" order statistic is the minimum of the part above its position.
-    low = np.stack((lower[:, k25], middle[:, k50], upper[:, r75]), axis=1)
-    high = np.stack(
-        (
-            lower[:, k25 + 1 :].min(axis=1),
-            upper[:, : r75 + 1].min(axis=1),  # the smaller part of upper
-            upper[:, r75 + 1 :].min(axis=1),
-        ),
-        axis=1,
-    )
-    return low.astype(np.float64), high.astype(np.float64)

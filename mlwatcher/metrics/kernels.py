@@ -107,7 +107,7 @@ _row_lanes = _compiled(_row_lanes, fastmath=_FINITE)
 def _row_moments_loop(
     values: np.ndarray,
     means: np.ndarray,
-    out: np.ndarray,
+    out: np.ndarray | None,
     squares: np.ndarray,
     minima: np.ndarray,
     maxima: np.ndarray,
@@ -116,6 +116,9 @@ def _row_moments_loop(
     rows, n = values.shape
     changed = 0
     for r in range(rows):
+        if out is None:  # no copy (the close found the quartiles without one)
+            squares[r], minima[r], maxima[r] = _row_lanes(values[r], means[r], None)
+            continue
         row, copy = values[r], out[r]
         if not narrow:  # a copy of the same dtype: made in the moments' loop
             squares[r], minima[r], maxima[r] = _row_lanes(row, means[r], copy)
@@ -142,24 +145,31 @@ class RowMoments(NamedTuple):
 
 
 def row_moments(
-    values: np.ndarray, means: np.ndarray, out: np.ndarray, *, compiled: bool | None = None
+    values: np.ndarray,
+    means: np.ndarray,
+    out: np.ndarray | None,
+    *,
+    compiled: bool | None = None,
 ) -> tuple[RowMoments, bool]:
     """The :class:`RowMoments` of ``values``' rows (finite values only) about ``means``, and
-    a copy of them in ``out`` (float32 or float64, same shape) made in the same read, with
-    whether it changed no value (always for a float64 ``out``).
+    a copy of them in ``out`` (float32 or float64, same shape; None: no copy) made in the
+    same read, with whether it changed no value (always for a float64 ``out``).
 
     ``compiled``: the numba loop (default: when :data:`ENABLED`) or the NumPy twin.
     """
     rows = values.shape[0]
     if use_compiled(compiled):
         moments = RowMoments(np.empty(rows), np.empty(rows), np.empty(rows))
-        changed = _row_moments_compiled(values, means, out, *moments, out.dtype != values.dtype)
+        narrow = out is not None and out.dtype != values.dtype
+        changed = _row_moments_compiled(values, means, out, *moments, narrow)
         return moments, changed == 0
-    with np.errstate(over="ignore"):
-        np.copyto(out, values, casting="unsafe")
+    exact = True
+    if out is not None:
+        with np.errstate(over="ignore"):
+            np.copyto(out, values, casting="unsafe")
+        exact = out.dtype == values.dtype or bool((out == values).all())
     deviations = values - means[:, None]
     squares = np.einsum("ij,ij->i", deviations, deviations)
-    exact = out.dtype == values.dtype or bool((out == values).all())
     return RowMoments(squares, values.min(axis=1), values.max(axis=1)), exact
 
 

@@ -21,7 +21,7 @@ NUMPY_STATS = {
 }
 
 
-@pytest.mark.parametrize("n", [64, 65, 1001, 2500, 4003])
+@pytest.mark.parametrize("n", [64, 65, 1001, 2500, 4003, 10_007])
 @pytest.mark.parametrize("float32_valued", [False, True])
 def test_quartiles_by_selection_equal_numpy(n: int, float32_valued: bool) -> None:
     rng = np.random.default_rng(n)
@@ -37,7 +37,7 @@ def test_quartiles_by_selection_equal_numpy(n: int, float32_valued: bool) -> Non
         np.testing.assert_allclose(got[name], expected, rtol=0 if exact else 1e-12, atol=0)
 
 
-@pytest.mark.parametrize("n", [64, 65, 999, 1000, 1001, 2500])
+@pytest.mark.parametrize("n", [64, 65, 999, 1000, 1001, 2500, 10_007])
 @pytest.mark.parametrize("float32_valued", [False, True])
 def test_quartiles_with_references_equal_numpy(n: int, float32_valued: bool) -> None:
     # With references, a window of at most DRIFT_SAMPLE_SIZE rows reads its quartiles off
