@@ -6,13 +6,15 @@ single most expensive thing the close could do. Instead, for each block of a few
 (small enough to stay in cache while every statistic reads it):
 
 * the mean is NumPy's (``np.sum``); one compiled read of each row
-  (:func:`kernels.row_moments`) gives the squared deviations from it, the minimum, the
-  maximum and the copy that selection reorders;
-* the quartiles come from **selection**: one ``np.partition`` at the median, then one in each
-  half for q25 and q75 (2n element moves, against n log n for a sort); the value after each
-  quartile is the minimum of its upper part. With references and at most
-  ``DRIFT_SAMPLE_SIZE`` rows, the drift sample below is every value, sorted: the quartiles
-  are read off it, with no selection;
+  (:func:`kernels.row_moments`) gives the squared deviations from it, the minimum and the
+  maximum;
+* the quartiles' order statistics come from the **brackets** of the row's sorted drift
+  sample (:func:`selection.by_brackets`: one compiled read keeps the values inside three
+  narrow brackets, and only those are sorted) when the compiled loops run, or else from
+  **selection** (:func:`selection.by_partition`: one ``np.partition`` at the median, then
+  one in each half, in a scratch copy the read makes, float32 when that is exact). With
+  references and at most ``DRIFT_SAMPLE_SIZE`` rows, the drift sample below is every
+  value, sorted: the quartiles are read off it;
 * with references, PSI, JS, KS and Wasserstein compare a **bounded drift sample** of
   ``DRIFT_SAMPLE_SIZE`` values (the same seeded random positions for every feature; all
   values when the window has fewer) with the reference sample, one merge of the two sorted
@@ -22,9 +24,10 @@ single most expensive thing the close could do. Instead, for each block of a few
   docs/metrics.md, ``benchmarks/bench_drift_power.py``). Scores, p-values and flags come
   once for all blocks.
 
-Float32-exact blocks (features usually arrive as float32) are selected and sorted in float32,
-about twice as fast, with bit-identical values. Blocks run on ``threads`` threads: NumPy
-releases the GIL in partition and sort, the compiled loops run without it.
+Float32-exact samples and blocks (features usually arrive as float32) are sorted and
+selected in float32, about twice as fast, with bit-identical values. Blocks run on
+``threads`` threads: NumPy releases the GIL in partition and sort, the compiled loops run
+without it.
 """
 
 from __future__ import annotations

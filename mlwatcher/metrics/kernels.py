@@ -2,9 +2,10 @@
 
 The window close:
 
-* :func:`row_moments`: one read of a block of feature rows gives the scratch copy that
-  selection reorders (float32 when that is exact), the squared deviations, minima and
-  maxima.
+* :func:`row_moments`: one read of a block of feature rows gives the squared deviations,
+  minima and maxima, and (for the partitions) the scratch copy that selection reorders
+  (float32 when that is exact). The quartiles' bracket read is in
+  :mod:`mlwatcher.metrics.selection` (its compress step is LLVM IR).
 * :func:`ks_wasserstein_bins`: one merge of a sorted current sample with its sorted reference
   sample gives the two-sample KS statistic, the Wasserstein-1 distance and the PSI bin counts.
 * :func:`prediction_summaries`: the top two probabilities and ``Σ p log p`` of every row.

@@ -18,9 +18,9 @@ interpolation reads the two). Two exact ways, the same values:
   fell outside its bracket, or whose brackets hold more than half the row (heavy ties),
   goes to :func:`by_partition`. So the result never depends on the sample, only the time.
 
-At 10k float64 values, on the AVX-512 machine of v0.10: 27 µs per row for the
-partitions (and the copy they reorder) against ~9 µs for the brackets (the read, the buffer
-sort and the reads of the ranks); ``docs/metrics.md`` has the measurements.
+At 10k float64 values, on the AVX-512 machine of v0.10: 26 µs per row for the
+partitions (with the copy they reorder) against 12 µs for the brackets (4 µs the read, 7 µs
+the buffers' sort, the rest the rank reads); ``docs/metrics.md`` has the measurements.
 """
 
 from __future__ import annotations
