@@ -105,7 +105,8 @@ def bracket_pass(
     rows, n = values.shape
     m = sample.shape[1]
     steps = n - n % 8
-    span = 8 * 31  # the steps of one packed accumulator (see selection._STEPS_PER_ACCUMULATOR)
+    # 31 steps share one packed accumulator: each adds at most 8 to each 8-bit field
+    span = 8 * 31
     widest = 0
     for r in range(rows):
         row, reference, buffer = values[r], sample[r], buffers[r]

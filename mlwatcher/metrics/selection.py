@@ -38,11 +38,6 @@ BRACKET_Z = 3.0
 # A row whose brackets (estimated from the sample) hold more than this share goes to
 # the partitions: its buffer's sort would cost more than they do.
 _MAX_BUFFER_SHARE = 0.5
-# Values per compress step (one 512-bit vector of float64).
-_CHUNK = 8
-# Compress steps whose counts share one packed 64-bit accumulator (8-bit fields, each
-# step adds at most 8 to each: 31 * 8 < 256).
-_STEPS_PER_ACCUMULATOR = 31
 
 
 def quartile_ranks(n: int) -> tuple[int, int, int]:
@@ -107,6 +102,7 @@ def by_brackets(
     """:func:`by_partition`'s result for finite ``values`` (C-contiguous float64 rows, not
     reordered), found through the brackets of ``sample`` (each row's sorted random sample;
     see the module doc). ``buffers``: scratch of at least ``values.shape[1] + 8`` columns."""
+    values = np.ascontiguousarray(values, dtype=np.float64)  # (the compiled step's layout)
     rows, n = values.shape
     lower, upper = bracket_ranks(n, sample.shape[1], ranks)
     bounds = np.empty((rows, 6))

@@ -118,3 +118,14 @@ def test_the_close_takes_the_brackets_only_with_the_compiled_loops() -> None:
     assert selection.brackets_pay() == (
         kernels.ENABLED and selection._bracket_pass_compiled is not None
     )
+
+
+@pytest.mark.parametrize("compiled", COMPILED)
+def test_rows_in_any_layout_are_read(compiled: bool) -> None:
+    rng = np.random.default_rng(9)
+    rows = np.asfortranarray(rng.normal(size=(5, 6000)))
+    sample = columns._sorted_sample(rows, columns.drift_sample_positions(6000))
+    ranks = selection.quartile_ranks(6000)
+    low, high = selection.by_brackets(rows, sample, ranks, np.empty((5, 6008)), compiled=compiled)
+    want_low, want_high = _expected(rows, ranks)
+    assert np.array_equal(low, want_low) and np.array_equal(high, want_high)
