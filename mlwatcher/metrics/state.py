@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwatcher.metrics import codec, drift, kernels
+from mlwatcher.metrics import codec, columns, drift, kernels
 from mlwatcher.metrics.compute import PointList, PointSink, collect_from_parts
 from mlwatcher.metrics.counters import ExactCounters
 from mlwatcher.metrics.inputs import (
@@ -392,6 +392,10 @@ def warm_up() -> float:
                 state.update(rng.dirichlet(np.ones(3), 50), rng.integers(-1, 3, 50), features)
         states[0].metric_columns()
         states[0].metric_columns(reference=ReferenceProfile.from_window(states[1]))
+    # Windows above DRIFT_SAMPLE_SIZE rows find their quartiles through the bracket read
+    window = rng.random((2, columns.DRIFT_SAMPLE_SIZE + 1))
+    profile = ReferenceProfile.from_data(rng.random((300, 2)))
+    columns.summarise(window, profile.numeric_rows([0, 1]), threads=1)
     # KS p-values take the compiled series only for samples above 140 values
     drift.ks_pvalues(np.array([0.05]), np.array([1000.0]), np.array([1000.0]))
     return time.perf_counter() - start

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlwatcher.metrics import columns, kernels, selection
+from mlwatcher.metrics import ReferenceProfile, columns, kernels, selection, warm_up
 
 COMPILED = [False, True] if selection.brackets_pay() else [False]
 
@@ -129,3 +129,19 @@ def test_rows_in_any_layout_are_read(compiled: bool) -> None:
     low, high = selection.by_brackets(rows, sample, ranks, np.empty((5, 6008)), compiled=compiled)
     want_low, want_high = _expected(rows, ranks)
     assert np.array_equal(low, want_low) and np.array_equal(high, want_high)
+
+
+@pytest.mark.skipif(not selection.brackets_pay(), reason="the compiled read needs numba")
+def test_warm_up_compiles_every_variant_the_close_takes() -> None:
+    # A worker warms the engine up before its first batch: its first long window must not
+    # compile the bracket read on the close's path.
+    warm_up()
+    loops = (selection._bracket_pass_compiled, selection._read_ranks_compiled)
+    compiled_before = [len(loop.signatures) for loop in loops]
+    rng = np.random.default_rng(4)
+    window = rng.random((3, 5000))
+    profile = ReferenceProfile.from_data(rng.random((2000, 3)))
+    columns.summarise(window, profile.numeric_rows([0, 1, 2]), threads=1)
+    columns.summarise(window, threads=1)
+    assert all(count >= 1 for count in compiled_before)
+    assert [len(loop.signatures) for loop in loops] == compiled_before
