@@ -99,6 +99,12 @@ def test_row_moments(compiled: bool, n: int) -> None:
     _, exact = kernels.row_moments(values[1:2], means[1:2], narrow[1:2], compiled=compiled)
     assert exact
 
+    # without a copy (the bracket path): the same moments, bit for bit
+    alone, exact = kernels.row_moments(values, means, None, compiled=compiled)
+    assert exact
+    for got, want in zip(alone, moments, strict=True):
+        assert got.tobytes() == want.tobytes()
+
 
 @pytest.mark.parametrize("compiled", IMPLEMENTATIONS)
 def test_prediction_summaries(compiled: bool) -> None:
