@@ -180,14 +180,14 @@ def _block(values: np.ndarray, with_sample: bool) -> tuple[dict[str, np.ndarray]
     sample = None
     if with_sample or (brackets and n >= _BRACKET_MIN_ROWS):
         sample = _sorted_sample(values, positions)
-    if sample is not None and positions.size == n:  # every value, sorted: read them off
+    if sample is not None and (positions.size == n or brackets):  # no copy to reorder
         moments, _ = kernels.row_moments(values, mean, None)
-        at = np.array(ranks)
-        order = (sample[:, at], sample[:, at + 1])
-    elif sample is not None and brackets:
-        moments, _ = kernels.row_moments(values, mean, None)
-        buffers = _scratch_array("brackets", (values.shape[0], n + 8), np.float64)
-        order = selection.by_brackets(values, sample, ranks, buffers)
+        if positions.size == n:  # every value, sorted: read them off
+            at = np.array(ranks)
+            order = (sample[:, at], sample[:, at + 1])
+        else:
+            buffers = _scratch_array("brackets", (values.shape[0], n + 8), np.float64)
+            order = selection.by_brackets(values, sample, ranks, buffers)
     else:
         work, moments = _selection_copy(values, mean)
         order = selection.by_partition(work, ranks)

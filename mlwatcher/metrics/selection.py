@@ -110,17 +110,16 @@ def by_brackets(
     sizes = np.empty(rows, np.int64)
     limit = int(_MAX_BUFFER_SHARE * n)
     scratch = buffers[:rows]
-    read_pass = _bracket_pass_loop
+    read_pass, read_ranks = _bracket_pass_loop, _read_ranks_loop
     if kernels.use_compiled(compiled):
         _require_compress()
-        read_pass = _bracket_pass_compiled
+        read_pass, read_ranks = _bracket_pass_compiled, _read_ranks_compiled
     widest = read_pass(values, sample, lower, upper, limit, bounds, below, sizes, scratch)
     chosen = scratch[:, :widest]
     chosen.sort(axis=1)  # in place, row by row (the padding is +inf: it stays last)
     low, high = np.empty((rows, 3)), np.empty((rows, 3))
     found = np.empty(rows, np.bool_)
-    read = _read_ranks_compiled if kernels.use_compiled(compiled) else _read_ranks_loop
-    read(chosen, sizes, bounds, below, np.array(ranks, np.int64), low, high, found)
+    read_ranks(chosen, sizes, bounds, below, np.array(ranks, np.int64), low, high, found)
     if not found.all():
         missed = np.flatnonzero(~found)
         low[missed], high[missed] = by_partition(values[missed], ranks)
